@@ -1,0 +1,5 @@
+"""upscale-relay: AI upscaling jobs in, signed completion events out."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""Provider adapters."""
+
+from __future__ import annotations
