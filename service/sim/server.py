@@ -11,12 +11,25 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
-@contextlib.asynccontextmanager
-async def serve(app: ASGIApp, *, lifespan: str = "off", port: int = 0) -> AsyncIterator[str]:
-    """Serve `app` on 127.0.0.1 (a free port unless given) and yield its base URL."""
+def bind(port: int = 0) -> socket.socket:
+    """A socket bound to 127.0.0.1 (a free port by default), for a URL known before serving."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """The base URL of a bound loopback socket."""
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    app: ASGIApp, *, lifespan: str = "off", sock: socket.socket | None = None
+) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 (on `sock` if given, else a free port) and yield its base URL."""
+    sock = sock or bind()
     config = uvicorn.Config(
         app, lifespan=lifespan, log_level="warning", access_log=False, timeout_graceful_shutdown=1
     )
@@ -25,9 +38,10 @@ async def serve(app: ASGIApp, *, lifespan: str = "off", port: int = 0) -> AsyncI
     while not server.started:
         if task.done():
             task.result()
+            raise RuntimeError("the server stopped while starting (see its log)")
         await asyncio.sleep(0.005)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield url_of(sock)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

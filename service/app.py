@@ -1,0 +1,149 @@
+"""create_app(settings) -> Starlette; the lifespan opens the store, clients and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from service import api, hooks, web
+from service.config import Settings
+from service.errors import ApiError
+from service.poller import Poller
+from service.providers.base import Provider
+from service.providers.pixazo import Pixazo
+from service.store import Store
+from service.submit import Submitter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Relay:
+    """Everything a request handler or worker needs, built once by the lifespan."""
+
+    settings: Settings
+    store: Store
+    tokens: hooks.Tokens
+    submitter: Submitter
+    poller: Poller
+    providers: dict[str, Provider]
+    clients: list[httpx.AsyncClient]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def owner_id() -> str:
+    """Who holds a lease: host, process and a random suffix (a restarted process is new)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def provider_client(timeout: float, ssl_context: ssl.SSLContext) -> httpx.AsyncClient:
+    """An HTTP client for calling a provider: pooled, bounded, no redirects."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        follow_redirects=False,
+        verify=ssl_context,
+        headers={"User-Agent": "upscale-relay"},
+    )
+
+
+async def start(settings: Settings, clock: Callable[[], float]) -> Relay:
+    """Open the store, resolve the secret, build providers and workers (not started)."""
+    store = await Store.open(settings.database)
+    secret = (
+        str(settings.secret)
+        if settings.secret is not None
+        else await store.meta_get_or_set("relay_secret", lambda: secrets.token_urlsafe(32))
+    )
+    tokens = hooks.Tokens(secret, settings.callback_max_age)
+    ssl_context = ssl.create_default_context()
+    clients: list[httpx.AsyncClient] = []
+    providers: dict[str, Provider] = {}
+    if settings.pixazo_api_key is not None:
+        client = provider_client(settings.provider_timeout, ssl_context)
+        clients.append(client)
+        providers["pixazo"] = Pixazo(client, settings.pixazo_base_url, str(settings.pixazo_api_key))
+    owner = owner_id()
+    submitter = Submitter(store, providers, settings, tokens, clock)
+    poller = Poller(store, providers, settings, clock, owner)
+    return Relay(settings, store, tokens, submitter, poller, providers, clients)
+
+
+async def stop(relay: Relay) -> None:
+    """Stop workers, close clients, then the store (which finishes queued writes)."""
+    for task in relay.tasks:
+        task.cancel()
+    for task in relay.tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for client in relay.clients:
+        await client.aclose()
+    await relay.store.close()
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return web.JSON({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: the database answers and the workers run."""
+    relay: Relay | None = getattr(request.app.state, "relay", None)
+    problems: list[str] = []
+    if relay is None:
+        problems.append("starting")
+    else:
+        try:
+            await relay.store.read(lambda conn: conn.execute("SELECT 1").fetchone())
+        except Exception as exc:
+            problems.append(f"database: {exc}")
+        problems.extend(f"worker {t.get_name()} stopped" for t in relay.tasks if t.done())
+    if problems:
+        return web.JSON({"status": "unavailable", "problems": problems}, status_code=503)
+    return web.JSON({"status": "ready"})
+
+
+def create_app(
+    settings: Settings, *, clock: Callable[[], float] = time.time, workers: bool = True
+) -> Starlette:
+    """The ASGI app. With workers=False nothing polls or delivers (tests step them by hand)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        relay = await start(settings, clock)
+        app.state.relay = relay
+        if workers:
+            relay.tasks.append(asyncio.create_task(relay.poller.run_forever(), name="poller"))
+        try:
+            yield {}
+        finally:
+            await stop(relay)
+
+    tokens = tuple(str(t) for t in settings.api_tokens)
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/hooks/pixazo/{token}", hooks.pixazo_callback, methods=["POST"]),
+            Mount("/v1", routes=api.ROUTES, middleware=[Middleware(api.BearerAuth, tokens=tokens)]),
+        ],
+        exception_handlers={ApiError: web.api_error, HTTPException: web.http_error},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,121 @@
+"""Job statuses, provider status mapping and monotonic transitions (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """A job's status in the relay."""
+
+    SUBMITTING = "submitting"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for succeeded, failed and canceled."""
+        return self in TERMINAL
+
+    @property
+    def rank(self) -> int:
+        """Order along submitting -> queued -> processing -> terminal."""
+        return _RANK[self]
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
+_RANK = {
+    Status.SUBMITTING: 0,
+    Status.QUEUED: 1,
+    Status.PROCESSING: 2,
+    Status.SUCCEEDED: 3,
+    Status.FAILED: 3,
+    Status.CANCELED: 3,
+}
+
+PIXAZO_STATUS = {
+    "QUEUED": Status.QUEUED,
+    "PENDING": Status.QUEUED,
+    "STARTING": Status.QUEUED,
+    "PROCESSING": Status.PROCESSING,
+    "RUNNING": Status.PROCESSING,
+    "IN_PROGRESS": Status.PROCESSING,
+    "COMPLETED": Status.SUCCEEDED,
+    "SUCCEEDED": Status.SUCCEEDED,
+    "SUCCESS": Status.SUCCEEDED,
+    "FAILED": Status.FAILED,
+    # ERROR is a system error at Pixazo (not charged); for the relay's users the job failed.
+    "ERROR": Status.FAILED,
+    "CANCELED": Status.CANCELED,
+    "CANCELLED": Status.CANCELED,
+}
+
+# Scenario's docs disagree ("failure" vs "failed"); both are accepted, and so is "in-progress".
+SCENARIO_STATUS = {
+    "queued": Status.QUEUED,
+    "pending": Status.QUEUED,
+    "warming-up": Status.QUEUED,
+    "in-progress": Status.PROCESSING,
+    "processing": Status.PROCESSING,
+    "running": Status.PROCESSING,
+    "success": Status.SUCCEEDED,
+    "succeeded": Status.SUCCEEDED,
+    "failure": Status.FAILED,
+    "failed": Status.FAILED,
+    "canceled": Status.CANCELED,
+    "cancelled": Status.CANCELED,
+}
+
+
+def map_pixazo(raw: object) -> Status | None:
+    """Pixazo's status word (any case) as a relay status, or None when unknown."""
+    return PIXAZO_STATUS.get(str(raw).strip().upper()) if raw is not None else None
+
+
+def map_scenario(raw: object) -> Status | None:
+    """Scenario's status word as a relay status; unknown non-terminal words count as running."""
+    if raw is None:
+        return None
+    word = str(raw).strip().lower()
+    return SCENARIO_STATUS.get(word, Status.PROCESSING if word else None)
+
+
+def advance(old: Status, new: Status) -> bool:
+    """True when moving from `old` to `new` goes forward: a late or duplicate report never does."""
+    return not old.terminal and new.rank > old.rank
+
+
+def meaningful_progress(old: float, new: float) -> bool:
+    """True when progress moved enough to be worth an event (one per 10 points, and 100%)."""
+    if new <= old:
+        return False
+    return int(new * 10) > int(old * 10) or (new >= 1.0 > old)
+
+
+def clamp_progress(value: object) -> float | None:
+    """A provider's progress as a number in [0, 1] (percentages above 1 are scaled down)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    if number != number:  # NaN
+        return None
+    if number > 1.0:
+        number = number / 100.0
+    return min(1.0, max(0.0, number))
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a provider said about a job, by submission answer, callback or poll."""
+
+    status: Status
+    raw_status: str
+    progress: float | None = None
+    outputs: tuple[dict[str, str], ...] = ()
+    error: str | None = None
+    cost: float | None = None
+    provider_job_id: str | None = None

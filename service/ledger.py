@@ -1,0 +1,341 @@
+"""Write units for jobs: each change of a job and its event commit in one transaction."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from service import jobs
+from service.jobs import Report, Status
+from service.store import Event, Idempotent, Job, Tx, _idem, dumps
+
+Source = Literal["api", "callback", "poll", "system"]
+
+
+def new_job_id() -> str:
+    """A fresh public job id."""
+    return "job_" + secrets.token_hex(10)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What POST /v1/jobs creates."""
+
+    id: str
+    model: str
+    provider: str
+    input: dict[str, Any]
+    metadata: dict[str, Any]
+    webhook: str | None
+    webhook_events: list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """The outcome of create_job: the new job, or the answer already stored under the key."""
+
+    job: Job | None
+    existing: Idempotent | None
+
+
+def create_job(
+    tx: Tx, new: NewJob, now: float, idem: tuple[str, str] | None, lease_until: float
+) -> Created:
+    """Insert a job as `submitting` (and its idempotency key) before the provider is called."""
+    if idem is not None:
+        row = tx.one("SELECT * FROM idempotency WHERE key = ?", (idem[0],))
+        if row is not None:
+            return Created(None, _idem(row))
+        tx.conn.execute(
+            "INSERT INTO idempotency (key, request_hash, job_id, created_at) VALUES (?, ?, ?, ?)",
+            (idem[0], idem[1], new.id, now),
+        )
+    # next_poll_at doubles as the submission lease: if this process dies before the provider
+    # answers, the poller finds the job due and reconciles it.
+    tx.conn.execute(
+        "INSERT INTO jobs (id, model, provider, status, input, metadata, webhook, webhook_events,"
+        " created_at, updated_at, next_poll_at)"
+        " VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new.id,
+            new.model,
+            new.provider,
+            dumps(new.input),
+            dumps(new.metadata),
+            new.webhook,
+            dumps(new.webhook_events) if new.webhook_events else None,
+            now,
+            now,
+            lease_until,
+        ),
+    )
+    job = tx.job(new.id)
+    assert job is not None  # noqa: S101 - just inserted
+    tx.add_event(job.id, "job.created", "api", now, job.notification_data(), dedupe="created")
+    return Created(job, None)
+
+
+def store_answer(tx: Tx, idem_key: str | None, status_code: int, body: dict[str, Any]) -> None:
+    """Keep the answer given to an Idempotency-Key so a repeat gets the same one."""
+    if idem_key is not None:
+        tx.conn.execute(
+            "UPDATE idempotency SET status_code = ?, response = ? WHERE key = ?",
+            (status_code, dumps(body), idem_key),
+        )
+
+
+def _transition(
+    tx: Tx,
+    job: Job,
+    report: Report,
+    source: Source,
+    now: float,
+    extra: dict[str, Any] | None = None,
+) -> tuple[Job, list[Event]]:
+    """Apply a report monotonically: at most one event per state, progress when it moved."""
+    events: list[Event] = []
+    sets: dict[str, Any] = {}
+    if report.cost is not None and report.cost != job.cost:
+        sets["cost"] = report.cost
+    if report.provider_job_id and not job.provider_job_id:
+        sets["provider_job_id"] = report.provider_job_id
+    moved = jobs.advance(job.status, report.status)
+    if moved:
+        sets["status"] = str(report.status)
+        if report.status is Status.SUCCEEDED:
+            sets["progress"] = 1.0
+            sets["outputs"] = dumps(list(report.outputs))
+        elif report.progress is not None and report.progress > job.progress:
+            sets["progress"] = report.progress
+        if report.status in (Status.FAILED, Status.CANCELED):
+            sets["error"] = dumps(
+                {
+                    "code": "provider_" + report.raw_status.lower(),
+                    "message": report.error or f"the provider reported {report.raw_status}",
+                }
+            )
+        if report.status.terminal:
+            sets["finished_at"] = now
+            sets["next_poll_at"] = None
+            sets["callback_status"] = None
+    elif (
+        not job.status.terminal
+        and report.progress is not None
+        and jobs.meaningful_progress(job.progress, report.progress)
+    ):
+        sets["progress"] = report.progress
+    if not sets:
+        return job, events
+    sets["updated_at"] = now
+    assignments = ", ".join(f"{k} = ?" for k in sets)
+    tx.conn.execute(
+        f"UPDATE jobs SET {assignments} WHERE id = ?",  # noqa: S608 - fixed keys
+        (*sets.values(), job.id),
+    )
+    updated = tx.job(job.id)
+    assert updated is not None  # noqa: S101
+    data = updated.notification_data()
+    data["provider_status"] = report.raw_status
+    if extra:
+        data.update(extra)
+    if moved:
+        event = tx.add_event(
+            job.id, f"job.{report.status}", source, now, data, dedupe=str(report.status)
+        )
+    elif "progress" in sets:
+        event = tx.add_event(
+            job.id,
+            "job.progress",
+            source,
+            now,
+            data,
+            dedupe=f"progress:{int(updated.progress * 10)}",
+        )
+    else:
+        event = None
+    if event is not None:
+        events.append(event)
+    return updated, events
+
+
+def record_submitted(
+    tx: Tx, job_id: str, report: Report, now: float, next_poll_at: float, idem_key: str | None
+) -> Job:
+    """The provider accepted the job: keep its id, move to queued, schedule the first poll."""
+    job = tx.job(job_id)
+    assert job is not None  # noqa: S101
+    job, _ = _transition(tx, job, report, "api", now, {"provider_response": report.raw_status})
+    if not job.status.terminal:
+        # A callback that came before this answer is confirmed by polling at once.
+        due = now if job.callback_status else next_poll_at
+        tx.conn.execute(
+            "UPDATE jobs SET next_poll_at = ?, poll_attempt = 0 WHERE id = ?", (due, job_id)
+        )
+        tx.signal("poll")
+    final = tx.job(job_id)
+    assert final is not None  # noqa: S101
+    store_answer(tx, idem_key, 202, final.public())
+    return final
+
+
+def fail_job(
+    tx: Tx,
+    job_id: str,
+    code: str,
+    message: str,
+    source: Source,
+    now: float,
+    details: dict[str, Any] | None = None,
+) -> Job | None:
+    """Mark a job failed for a reason of the relay's own (submit error, timeout, ...)."""
+    job = tx.job(job_id)
+    if job is None or job.status.terminal:
+        return job
+    error = {"code": code, "message": message}
+    tx.conn.execute(
+        "UPDATE jobs SET status = 'failed', error = ?, updated_at = ?, finished_at = ?,"
+        " next_poll_at = NULL, callback_status = NULL, lease_owner = NULL WHERE id = ?",
+        (dumps(error), now, now, job_id),
+    )
+    updated = tx.job(job_id)
+    assert updated is not None  # noqa: S101
+    data = updated.notification_data()
+    if details:
+        data["details"] = details
+    tx.add_event(job_id, "job.failed", source, now, data, dedupe="failed")
+    return updated
+
+
+CallbackOutcome = Literal["applied", "duplicate", "confirm", "recorded", "mismatch", "ignored"]
+
+
+def record_callback(
+    tx: Tx, job_id: str, raw: str, body: Any, digest: str, now: float
+) -> tuple[CallbackOutcome, Job | None]:
+    """Record a verified callback; apply what needs no confirmation, schedule what does."""
+    job = tx.job(job_id)
+    if job is None:
+        return "ignored", None
+    parsed = body if isinstance(body, dict) else {}
+    raw_status = parsed.get("status")
+    status = jobs.map_pixazo(raw_status)
+    request_id = parsed.get("request_id")
+    data = {"body": raw[:65536], "status": raw_status, "request_id": request_id}
+    event = tx.add_event(job_id, "callback.received", "callback", now, data, dedupe=f"cb:{digest}")
+    if event is None:
+        return "duplicate", job
+    if job.provider_job_id and request_id and request_id != job.provider_job_id:
+        tx.add_event(
+            job_id,
+            "callback.rejected",
+            "callback",
+            now,
+            {
+                "reason": "request_id_mismatch",
+                "request_id": request_id,
+                "expected": job.provider_job_id,
+            },
+            dedupe=f"rej:{digest}",
+        )
+        return "mismatch", job
+    if status is None or job.status.terminal:
+        return "recorded", job
+    if status.terminal:
+        # The URL is a bearer secret: a terminal report is confirmed with the provider first.
+        tx.conn.execute(
+            "UPDATE jobs SET callback_status = ?, next_poll_at = ?, poll_attempt = 0 WHERE id = ?",
+            (str(status), now if job.provider_job_id else job.next_poll_at, job_id),
+        )
+        if job.provider_job_id:
+            tx.signal("poll")
+        return "confirm", job
+    if not job.provider_job_id:
+        # Before the submission answer: recorded now, confirmed by a poll once the id is known.
+        tx.conn.execute("UPDATE jobs SET callback_status = ? WHERE id = ?", (str(status), job_id))
+        return "recorded", job
+    progress = jobs.clamp_progress(parsed.get("progress"))
+    report = Report(status, str(raw_status), progress=progress)
+    updated, events = _transition(tx, job, report, "callback", now)
+    return ("applied" if events else "duplicate"), updated
+
+
+def reject_callback(tx: Tx, job_id: str, reason: str, now: float, detail: dict[str, Any]) -> None:
+    """Record a refused callback against its job, so nothing goes unexplained."""
+    if tx.job(job_id) is not None:
+        tx.add_event(job_id, "callback.rejected", "callback", now, {"reason": reason, **detail})
+
+
+def claim_due(tx: Tx, provider: str, now: float, limit: int, owner: str, lease: float) -> list[Job]:
+    """Lease up to `limit` jobs whose poll is due (or whose submission was interrupted)."""
+    # The lease is the due time itself: pushed to the lease's end, so a job whose poller
+    # died becomes due again by itself, and "next due" never counts jobs being polled.
+    rows = tx.conn.execute(
+        "UPDATE jobs SET lease_owner = :owner, lease_expires_at = :until, next_poll_at = :until"
+        " WHERE seq IN (SELECT seq FROM jobs WHERE provider = :provider"
+        " AND next_poll_at IS NOT NULL AND next_poll_at <= :now"
+        " ORDER BY next_poll_at LIMIT :limit) RETURNING *",
+        {"owner": owner, "until": now + lease, "provider": provider, "now": now, "limit": limit},
+    ).fetchall()
+    return [Job.from_row(r) for r in rows]
+
+
+def record_poll(
+    tx: Tx,
+    job_id: str,
+    owner: str,
+    report: Report | None,
+    error: str | None,
+    now: float,
+    next_poll_at: float,
+) -> tuple[Job | None, list[Event]]:
+    """Apply a poll's answer (or its error), reschedule, and release the lease."""
+    job = tx.job(job_id)
+    if job is None:
+        return None, []
+    events: list[Event] = []
+    if report is not None:
+        source: Source = "callback" if job.callback_status == str(report.status) else "poll"
+        if job.callback_status and job.callback_status != str(report.status):
+            tx.add_event(
+                job_id,
+                "callback.rejected",
+                "poll",
+                now,
+                {
+                    "reason": "unconfirmed",
+                    "claimed": job.callback_status,
+                    "provider_status": report.raw_status,
+                },
+                dedupe=f"unconfirmed:{job.callback_status}:{report.raw_status}",
+            )
+        job, events = _transition(tx, job, report, source, now)
+        tx.conn.execute(
+            "UPDATE jobs SET poll_errors = 0, callback_status = NULL WHERE id = ?", (job_id,)
+        )
+    elif error is not None:
+        if job.poll_errors == 0:
+            event = tx.add_event(job_id, "poll.error", "poll", now, {"error": error[:1000]})
+            if event:
+                events.append(event)
+        tx.conn.execute("UPDATE jobs SET poll_errors = poll_errors + 1 WHERE id = ?", (job_id,))
+    if not job.status.terminal:
+        tx.conn.execute(
+            "UPDATE jobs SET next_poll_at = ?, poll_attempt = poll_attempt + 1 WHERE id = ?",
+            (next_poll_at, job_id),
+        )
+    tx.conn.execute(
+        "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL"
+        " WHERE id = ? AND lease_owner = ?",
+        (job_id, owner),
+    )
+    return tx.job(job_id), events
+
+
+def release(tx: Tx, job_id: str, owner: str, next_poll_at: float) -> None:
+    """Give a leased job back without polling it (e.g. over the in-flight cap)."""
+    tx.conn.execute(
+        "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, next_poll_at = ?"
+        " WHERE id = ? AND lease_owner = ? AND next_poll_at IS NOT NULL",
+        (next_poll_at, job_id, owner),
+    )

@@ -1,0 +1,160 @@
+"""Durable polling: due jobs are claimed by lease, polled with backoff, and recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping
+
+from service import ledger, retry
+from service.config import Settings
+from service.jobs import Report, Status
+from service.providers.base import Provider, ProviderError
+from service.store import Job, Store, Tx
+
+log = logging.getLogger(__name__)
+
+
+class Poller:
+    """Polls jobs whose `next_poll_at` is due; at most `poll_concurrency` at once per provider."""
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, Provider],
+        settings: Settings,
+        clock: Callable[[], float],
+        owner: str,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._settings = settings
+        self._clock = clock
+        self._owner = owner
+        self._rand = rand
+        self._lease = settings.provider_timeout + 30
+        self._running: dict[str, set[asyncio.Task[None]]] = {p: set() for p in providers}
+        self._wake = store.waiter("poll")
+
+    def _schedule(self, job: Job, now: float, retry_after: float | None = None) -> float:
+        delay = retry.backoff(
+            job.poll_attempt, self._settings.poll_min, self._settings.poll_max, self._rand
+        )
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self._settings.poll_max * 4))
+        return now + delay
+
+    async def poll_one(self, provider: Provider, job: Job) -> None:
+        """Poll one leased job and record what came of it."""
+        now = self._clock()
+        if job.status is Status.SUBMITTING:
+            # its submission lease ran out: the process that held it died before recording
+            await self._store.write(
+                lambda tx: ledger.fail_job(
+                    tx,
+                    job.id,
+                    "submit_interrupted",
+                    "the relay stopped before the provider answered the submission; "
+                    "the job may or may not exist at the provider",
+                    "system",
+                    now,
+                )
+            )
+            return
+        report: Report | None = None
+        error: str | None = None
+        retry_after: float | None = None
+        try:
+            report = await provider.fetch_status(job)
+        except ProviderError as exc:
+            error, retry_after = exc.message, exc.retry_after
+        except Exception as exc:  # a bad answer must not stop the job's schedule
+            log.exception("polling %s failed", job.id)
+            error = f"{type(exc).__name__}: {exc}"
+        now = self._clock()
+        next_at = self._schedule(job, now, retry_after)
+        timed_out = now - job.created_at > self._settings.job_timeout
+        owner = self._owner
+
+        def unit(tx: Tx) -> None:
+            updated, _ = ledger.record_poll(tx, job.id, owner, report, error, now, next_at)
+            if timed_out and updated is not None and not updated.status.terminal:
+                ledger.fail_job(
+                    tx,
+                    job.id,
+                    "timeout",
+                    f"the job did not finish within RELAY_JOB_TIMEOUT "
+                    f"({self._settings.job_timeout:g} s)",
+                    "system",
+                    now,
+                )
+
+        await self._store.write(unit)
+
+    async def _claim(self, provider: str, now: float, limit: int) -> list[Job]:
+        if limit <= 0:
+            return []
+        owner, lease = self._owner, self._lease
+        return await self._store.write(
+            lambda tx: ledger.claim_due(tx, provider, now, limit, owner, lease)
+        )
+
+    async def run_once(self, now: float | None = None) -> int:
+        """Claim every due job (up to the caps) and poll them; returns how many were polled."""
+        at = self._clock() if now is None else now
+        tasks = []
+        for name, provider in self._providers.items():
+            for job in await self._claim(name, at, self._settings.poll_concurrency):
+                tasks.append(self.poll_one(provider, job))
+        sem = asyncio.Semaphore(self._settings.poll_concurrency)
+
+        async def bounded(coro: object) -> None:
+            async with sem:
+                await coro  # type: ignore[misc]
+
+        await asyncio.gather(*(bounded(t) for t in tasks))
+        return len(tasks)
+
+    def _start(self, name: str, provider: Provider, job: Job) -> None:
+        task = asyncio.create_task(self.poll_one(provider, job))
+        running = self._running[name]
+        running.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            running.discard(t)
+            self._wake.set()
+            if not t.cancelled() and t.exception() is not None:
+                log.error("poll task failed", exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    async def run_forever(self) -> None:
+        """Keep every provider's poll slots busy with due jobs; sleep until the next one is due."""
+        try:
+            while True:
+                self._wake.clear()
+                sleep_for = self._settings.poll_max
+                try:
+                    for name, provider in self._providers.items():
+                        free = self._settings.poll_concurrency - len(self._running[name])
+                        now = self._clock()
+                        for job in await self._claim(name, now, free):
+                            self._start(name, provider, job)
+                        if len(self._running[name]) < self._settings.poll_concurrency:
+                            due = await self._store.next_due(name)
+                            if due is not None:
+                                sleep_for = min(sleep_for, max(0.0, due - self._clock()))
+                except Exception:
+                    log.exception("poller loop failed; going on")
+                    sleep_for = 1.0
+                if sleep_for > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=sleep_for)
+        finally:
+            for running in self._running.values():
+                for task in list(running):
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)

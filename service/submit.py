@@ -1,0 +1,177 @@
+"""POST /v1/jobs behind the route: validate, commit as submitting, call the provider, record."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from service import catalog, ledger
+from service.config import Settings
+from service.errors import ApiError
+from service.hooks import Tokens
+from service.providers.base import Provider, ProviderError
+from service.store import Idempotent, Store, Tx
+
+Answer = tuple[int, dict[str, Any]]
+REPLAY_WAIT = 60.0
+
+
+def request_hash(body: Any) -> str:
+    """A digest of a request body, independent of key order and whitespace."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def invalid(problems: list[catalog.Problem]) -> ApiError:
+    """The 422 answer naming every problem."""
+    named = "; ".join(f"{p.field} {p.message}" for p in problems[:5])
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return ApiError(
+        422, "invalid_request", f"{named}{more}", details=[p.as_dict() for p in problems]
+    )
+
+
+class Submitter:
+    """Creates jobs; one provider submission per Idempotency-Key, even when requests race."""
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, Provider],
+        settings: Settings,
+        tokens: Tokens,
+        clock: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._settings = settings
+        self._tokens = tokens
+        self._clock = clock
+        self._inflight: dict[str, asyncio.Task[Answer]] = {}
+
+    def _provider(self, model: catalog.Model) -> Provider:
+        provider = self._providers.get(model.provider)
+        if provider is None:
+            raise ApiError(
+                503,
+                "provider_not_configured",
+                f"{model.provider} is not configured: set its API key to use {model.id}",
+            )
+        return provider
+
+    async def submit(self, body: Any, idem_key: str | None, scope: str, dry_run: bool) -> Answer:
+        """Validate and run a job request; returns (HTTP status, JSON body)."""
+        model, problems = catalog.validate_job_request(body)
+        if problems or model is None:
+            raise invalid(problems)
+        provider = self._provider(model)
+        params: dict[str, Any] = dict(body["input"])
+        if dry_run:
+            return 200, await self._dry_run(model, provider, params)
+        key = f"{scope}:{idem_key}" if idem_key else None
+        digest = request_hash(body)
+        new = ledger.NewJob(
+            id=ledger.new_job_id(),
+            model=model.id,
+            provider=model.provider,
+            input=params,
+            metadata=dict(body.get("metadata") or {}),
+            webhook=body.get("webhook"),
+            webhook_events=body.get("webhook_events_filter"),
+        )
+        now = self._clock()
+        lease_until = now + 3 * self._settings.provider_timeout + 30
+        idem = (key, digest) if key else None
+        created = await self._store.write(
+            lambda tx: ledger.create_job(tx, new, now, idem, lease_until)
+        )
+        if created.existing is not None:
+            return await self._replay(created.existing, digest)
+        task = asyncio.create_task(self._send(model, provider, new.id, params, key))
+        if key:
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        # shielded: a caller that hangs up does not abandon a submission half way
+        return await asyncio.shield(task)
+
+    async def _send(
+        self,
+        model: catalog.Model,
+        provider: Provider,
+        job_id: str,
+        params: dict[str, Any],
+        key: str | None,
+    ) -> Answer:
+        callback = None
+        if model.provider == "pixazo":
+            callback = f"{self._settings.public_url}/hooks/pixazo/{self._tokens.make(job_id)}"
+        try:
+            report = await provider.submit(model, params, callback)
+        except ProviderError as failure:
+            exc = failure
+            error = ApiError(
+                exc.http_status, exc.code, exc.message, details={"job_id": job_id, **exc.details()}
+            )
+            body = error.body()
+            now = self._clock()
+
+            def failed(tx: Tx) -> None:
+                ledger.fail_job(tx, job_id, exc.code, exc.message, "api", now, exc.details())
+                ledger.store_answer(tx, key, error.status, body)
+
+            await self._store.write(failed)
+            return error.status, body
+        now = self._clock()
+        first_poll = now + (
+            self._settings.callback_grace if model.provider == "pixazo" else self._settings.poll_min
+        )
+        job = await self._store.write(
+            lambda tx: ledger.record_submitted(tx, job_id, report, now, first_poll, key)
+        )
+        return 202, job.public()
+
+    async def _replay(self, existing: Idempotent, digest: str) -> Answer:
+        """The answer given to the first request with this key (waiting for it if need be)."""
+        if existing.request_hash != digest:
+            raise ApiError(
+                409,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request body",
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REPLAY_WAIT
+        record: Idempotent | None = existing
+        while record is not None and record.response is None:
+            task = self._inflight.get(record.key)
+            if task is not None:
+                await asyncio.shield(task)
+            elif record.job_id:
+                # the first request runs in another process, or died: look at the job itself
+                job = await self._store.get_job(record.job_id)
+                if job is not None and str(job.status) != "submitting":
+                    return 202, job.public()
+                if loop.time() > deadline:
+                    raise ApiError(
+                        409, "idempotency_in_progress", "the first request is still running"
+                    )
+                await asyncio.sleep(0.05)
+            record = await self._store.idempotent(record.key)
+        if record is None or record.response is None or record.status_code is None:
+            raise ApiError(500, "idempotency_lost", "the stored answer could not be read")
+        return record.status_code, record.response
+
+    async def _dry_run(
+        self, model: catalog.Model, provider: Provider, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        estimate = getattr(provider, "estimate", None)
+        cost = await estimate(model, params) if estimate is not None else None
+        return {
+            "dry_run": True,
+            "model": model.id,
+            "provider": model.provider,
+            "input": params,
+            "cost": cost,
+        }
