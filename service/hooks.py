@@ -34,7 +34,14 @@ class Tokens:
         try:
             job_id = self._serializer.loads(token, max_age=self.max_age)
         except SignatureExpired as exc:
-            raise ExpiredToken(exc.payload) from exc
+            # the signature is ours, only old: the job it names is worth a rejected event
+            payload: object = None
+            if isinstance(exc.payload, bytes):
+                try:
+                    payload = self._serializer.load_payload(exc.payload)
+                except BadSignature:
+                    payload = None
+            raise ExpiredToken(payload) from exc
         except BadSignature as exc:
             raise ApiError(404, "not_found", "no such callback") from exc
         if not isinstance(job_id, str):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -26,7 +27,10 @@ def url_of(sock: socket.socket) -> str:
 
 @contextlib.asynccontextmanager
 async def serve(
-    app: ASGIApp, *, lifespan: str = "off", sock: socket.socket | None = None
+    app: ASGIApp,
+    *,
+    lifespan: Literal["auto", "on", "off"] = "off",
+    sock: socket.socket | None = None,
 ) -> AsyncIterator[str]:
     """Serve `app` on 127.0.0.1 (on `sock` if given, else a free port) and yield its base URL."""
     sock = sock or bind()

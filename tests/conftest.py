@@ -1,0 +1,117 @@
+"""Fixtures: simulated providers and the relay itself, all real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service import app, config
+from service.app import Relay
+from service.sim.pixazo import PixazoSim
+from service.sim.server import bind, serve, url_of
+
+
+@dataclass
+class Running:
+    """A relay under test: its URL, an API client, its settings and its live state."""
+
+    url: str
+    client: httpx.AsyncClient
+    settings: config.Settings
+    app: Any
+
+    @property
+    def relay(self) -> Relay:
+        relay: Relay = self.app.state.relay
+        return relay
+
+    async def submit(self, body: dict[str, Any], **kw: Any) -> httpx.Response:
+        return await self.client.post("/v1/jobs", json=body, **kw)
+
+    async def wait_status(self, job_id: str, statuses: set[str], timeout: float = 10) -> dict:
+        """Poll the API until the job is in one of `statuses`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = (await self.client.get(f"/v1/jobs/{job_id}")).json()
+            if job.get("status") in statuses:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{job_id} stuck in {job.get('status')}: {job}")
+            await asyncio.sleep(0.02)
+
+    async def events(self, job_id: str) -> list[dict]:
+        return (await self.client.get(f"/v1/jobs/{job_id}/events")).json()["data"]
+
+
+@pytest.fixture
+async def pixazo() -> AsyncIterator[PixazoSim]:
+    sim = PixazoSim(queue_seconds=0.02, process_seconds=0.05)
+    async with serve(sim.app) as url:
+        sim.base_url = url
+        yield sim
+        await sim.aclose()
+
+
+StartRelay = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_relay(
+    tmp_path: Path, pixazo: PixazoSim
+) -> AsyncIterator[StartRelay]:
+    """Factory: start a relay (env overrides as keyword arguments) against the simulators."""
+    stack = contextlib.AsyncExitStack()
+    count = 0
+
+    async def start(*, workers: bool = True, **env: str) -> Running:
+        nonlocal count
+        count += 1
+        sock = bind()
+        url = url_of(sock)
+        values = {
+            "RELAY_DATABASE": str(tmp_path / f"relay{count}.db"),
+            "RELAY_PUBLIC_URL": url,
+            "PIXAZO_API_KEY": pixazo.api_key,
+            "PIXAZO_BASE_URL": pixazo.base_url,
+            "RELAY_POLL_MIN": "0.05",
+            "RELAY_POLL_MAX": "0.2",
+            "RELAY_CALLBACK_GRACE": "30",
+        }
+        values.update(env)
+        settings = config.load(values, env_file=None)
+        application = app.create_app(settings, workers=workers)
+        await stack.enter_async_context(serve(application, lifespan="on", sock=sock))
+        headers = {}
+        if settings.api_tokens:
+            headers["Authorization"] = f"Bearer {settings.api_tokens[0]}"
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=url, headers=headers, timeout=20)
+        )
+        return Running(url, client, settings, application)
+
+    async with stack:
+        yield start
+
+
+@pytest.fixture
+async def relay(start_relay: StartRelay) -> Running:
+    return await start_relay()
+
+
+IMAGE_JOB = {
+    "model": "pixazo/seedvr-image",
+    "input": {"image_url": "https://example.com/in.png", "upscale_factor": 2},
+    "metadata": {"tenant": "acme"},
+}
+VIDEO_JOB = {
+    "model": "pixazo/seedvr-video",
+    "input": {"video_url": "https://example.com/in.mp4", "upscale_factor": 2},
+}

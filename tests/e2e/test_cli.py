@@ -1,0 +1,77 @@
+"""The console script as a user runs it: demo, serve, and the token rule."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+EXE = str(Path(sys.executable).with_name("upscale-relay"))
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PIXAZO_"))}
+    env.update({"RELAY_DATABASE": str(tmp_path / "relay.db"), **extra})
+    return env
+
+
+def test_demo_runs_both_jobs_to_success_in_under_30_seconds(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = subprocess.run(  # noqa: S603
+        [EXE, "demo"], capture_output=True, text=True, timeout=60, env=_env(tmp_path),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert time.monotonic() - started < 30
+    assert done.stdout.count("job.succeeded") >= 2
+    assert "every job finished" in done.stdout
+
+
+def test_help_lists_the_commands() -> None:
+    done = subprocess.run([EXE, "--help"], capture_output=True, text=True, timeout=30)  # noqa: S603
+    assert done.returncode == 0
+    assert "serve" in done.stdout and "demo" in done.stdout
+
+
+def test_serve_refuses_a_public_bind_without_tokens(tmp_path: Path) -> None:
+    done = subprocess.run(  # noqa: S603
+        [EXE, "serve", "--host", "0.0.0.0", "--port", "0"],  # noqa: S104
+        capture_output=True, text=True, timeout=30, env=_env(tmp_path), cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "RELAY_API_TOKENS" in done.stderr
+
+
+def test_serve_on_loopback_warns_and_answers(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(  # noqa: S603
+        [EXE, "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=_env(tmp_path), cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "serve did not come up"
+                time.sleep(0.05)
+        assert answer.json() == {"status": "ok"}
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+        assert models.status_code == 200
+        # the secret was generated and kept in the database
+        assert (tmp_path / "relay.db").exists()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    assert "RELAY_API_TOKENS is not set" in out
