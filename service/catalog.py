@@ -359,9 +359,10 @@ _REFUSED_HINTS = {
 
 
 def is_http_url(value: str) -> bool:
-    """True for an absolute http(s) URL with a host."""
-    match = re.match(r"^https?://([^/?#\s]+)", value, re.IGNORECASE)
-    return bool(match) and " " not in value
+    """True for an absolute http(s) URL with a host and no whitespace or control characters."""
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return False
+    return re.match(r"^https?://[^/?#@]+", value, re.IGNORECASE) is not None
 
 
 def _check_type(param: Param, value: Any, where: str) -> Problem | None:
@@ -373,7 +374,10 @@ def _check_type(param: Param, value: Any, where: str) -> Problem | None:
         )
     elif param.type == "number":
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        ok = ok and math.isfinite(float(value))
+        try:
+            ok = ok and math.isfinite(float(value))
+        except OverflowError:  # a JSON integer beyond float range
+            ok = False
     else:
         ok = isinstance(value, str)
     return None if ok else Problem(where, f"must be a {param.type}, got {_json_type(value)}")
@@ -455,9 +459,18 @@ def validate_input(model: Model, given: Any) -> list[Problem]:
             problems.append(Problem(where, "must not be null (leave it out for the default)"))
             continue
         problems.extend(_check_param(param, given[param.name], where))
-    if not problems:
-        problems.extend(_mode_rules(model, given))
+    named = {p.field for p in problems}
+    problems.extend(p for p in _mode_rules(model, given) if p.field not in named)
     return problems
+
+
+def normalize(model: Model, given: dict[str, Any]) -> dict[str, Any]:
+    """A validated input as sent: integral floats of integer parameters become integers."""
+    kinds = {p.name: p.type for p in model.params}
+    return {
+        k: int(v) if kinds.get(k) == "integer" and isinstance(v, float) else v
+        for k, v in given.items()
+    }
 
 
 def validate_metadata(value: Any) -> list[Problem]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,7 +88,9 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
         try:
             value = float(raw)
         except ValueError:
-            problems.append(f"{name} must be a number, got {raw!r}")
+            value = math.nan
+        if not math.isfinite(value):
+            problems.append(f"{name} must be a finite number, got {raw!r}")
             return default
         if value < minimum:
             problems.append(f"{name} must be >= {minimum:g}, got {raw}")

@@ -100,7 +100,10 @@ def clamp_progress(value: object) -> float | None:
     """A provider's progress as a number in [0, 1] (percentages above 1 are scaled down)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return 1.0 if value > 0 else 0.0
     if number != number:  # NaN
         return None
     if number > 1.0:

@@ -295,8 +295,11 @@ def record_poll(
         return None, []
     events: list[Event] = []
     if report is not None:
-        source: Source = "callback" if job.callback_status == str(report.status) else "poll"
-        if job.callback_status and job.callback_status != str(report.status):
+        claimed = Status(job.callback_status) if job.callback_status else None
+        source: Source = "callback" if claimed is report.status else "poll"
+        # A terminal callback the provider does not confirm is refused; an early
+        # non-terminal one is confirmed by any report at or past its state.
+        if claimed is not None and claimed.terminal and claimed is not report.status:
             tx.add_event(
                 job_id,
                 "callback.rejected",

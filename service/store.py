@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -357,7 +358,7 @@ class Store:
                 batch.append(self._queue.get_nowait())
             try:
                 units = [(fn, tx) for fn, tx, _ in batch]
-                results = await _on_thread(self._writer, lambda conn: _run_batch(conn, units))
+                results = await _on_thread(self._writer, functools.partial(_run_batch, batch=units))
             except Exception as exc:
                 log.exception("write batch of %d failed", len(batch))
                 for _, _, future in batch:

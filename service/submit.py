@@ -68,7 +68,7 @@ class Submitter:
         if problems or model is None:
             raise invalid(problems)
         provider = self._provider(model)
-        params: dict[str, Any] = dict(body["input"])
+        params = catalog.normalize(model, body["input"])
         if dry_run:
             return 200, await self._dry_run(model, provider, params)
         key = f"{scope}:{idem_key}" if idem_key else None

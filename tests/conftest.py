@@ -36,9 +36,9 @@ class Running:
     async def submit(self, body: dict[str, Any], **kw: Any) -> httpx.Response:
         return await self.client.post("/v1/jobs", json=body, **kw)
 
-    async def wait_status(self, job_id: str, statuses: set[str], timeout: float = 10) -> dict:
+    async def wait_status(self, job_id: str, statuses: set[str], limit: float = 10) -> dict:
         """Poll the API until the job is in one of `statuses`."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + limit
         while True:
             job = (await self.client.get(f"/v1/jobs/{job_id}")).json()
             if job.get("status") in statuses:
@@ -64,9 +64,7 @@ StartRelay = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture
-async def start_relay(
-    tmp_path: Path, pixazo: PixazoSim
-) -> AsyncIterator[StartRelay]:
+async def start_relay(tmp_path: Path, pixazo: PixazoSim) -> AsyncIterator[StartRelay]:
     """Factory: start a relay (env overrides as keyword arguments) against the simulators."""
     stack = contextlib.AsyncExitStack()
     count = 0

@@ -53,8 +53,13 @@ async def test_invalid_input_names_every_problem_and_calls_no_provider(
     assert error["code"] == "invalid_request"
     fields = {d["field"] for d in error["details"]}
     assert fields == {
-        "extra", "input.image_url", "input.upscale_factor", "input.output_format",
-        "input.noise_scale", "input.sync_mode", "input.colour",
+        "extra",
+        "input.image_url",
+        "input.upscale_factor",
+        "input.output_format",
+        "input.noise_scale",
+        "input.sync_mode",
+        "input.colour",
     }
     assert _generates(pixazo) == 0
     assert (await relay.client.get("/v1/jobs")).json()["data"] == []
@@ -66,9 +71,14 @@ async def test_invalid_input_names_every_problem_and_calls_no_provider(
         ({"model": "nope/model", "input": {}}, "model"),
         ({"input": {"image_url": "https://x.example/a.png"}}, "model"),
         ({"model": "pixazo/seedvr-video"}, "input"),
-        ({"model": "pixazo/seedvr-video", "input": {"video_url": "ftp://x/a.mp4"}}, "input.video_url"),
-        ({"model": "pixazo/seedvr-video", "input": {"video_url": "https://x/a", "seed": 1.5}},
-         "input.seed"),
+        (
+            {"model": "pixazo/seedvr-video", "input": {"video_url": "ftp://x/a.mp4"}},
+            "input.video_url",
+        ),
+        (
+            {"model": "pixazo/seedvr-video", "input": {"video_url": "https://x/a", "seed": 1.5}},
+            "input.seed",
+        ),
         ({"model": "pixazo/seedvr-image", "input": []}, "input"),
         ({**IMAGE_JOB, "metadata": {"a": {"nested": 1}}}, "metadata.a"),
         ({**IMAGE_JOB, "webhook": "not a url"}, "webhook"),
@@ -85,8 +95,9 @@ async def test_each_bad_request_gets_422(
 
 
 async def test_malformed_json_and_huge_bodies(relay: Running) -> None:
-    answer = await relay.client.post("/v1/jobs", content=b'{"model": ', headers={
-        "content-type": "application/json"})
+    answer = await relay.client.post(
+        "/v1/jobs", content=b'{"model": ', headers={"content-type": "application/json"}
+    )
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "invalid_json"
     big = b'{"model": "' + b"x" * (1024 * 1024 + 10) + b'"}'
@@ -167,9 +178,7 @@ async def test_unconfigured_provider_is_a_503(start_relay) -> None:
     assert answer.json()["error"]["code"] == "provider_not_configured"
 
 
-async def test_idempotency_key_repeats_the_first_answer(
-    relay: Running, pixazo: PixazoSim
-) -> None:
+async def test_idempotency_key_repeats_the_first_answer(relay: Running, pixazo: PixazoSim) -> None:
     headers = {"Idempotency-Key": "order-1"}
     first = await relay.submit(IMAGE_JOB, headers=headers)
     second = await relay.submit(IMAGE_JOB, headers=headers)
@@ -283,8 +292,15 @@ async def test_interrupted_submission_is_reconciled_on_start(start_relay, tmp_pa
     # A process committed the job as submitting and died before the provider answered.
     relay = await start_relay(workers=False)
     store = relay.relay.store
-    new = ledger.NewJob("job_interrupted", "pixazo/seedvr-image", "pixazo",
-                        {"image_url": "https://x.example/a.png"}, {}, None, None)
+    new = ledger.NewJob(
+        "job_interrupted",
+        "pixazo/seedvr-image",
+        "pixazo",
+        {"image_url": "https://x.example/a.png"},
+        {},
+        None,
+        None,
+    )
     past = time.time() - 600
     await store.write(lambda tx: ledger.create_job(tx, new, past, None, past + 100))
     database = relay.settings.database

@@ -57,10 +57,8 @@ async def test_tampered_token_is_refused_and_changes_nothing(
     assert await _types(relay, job["id"]) == before
 
 
-async def test_token_signed_by_another_secret_is_refused(
-    relay: Running, pixazo: PixazoSim
-) -> None:
-    job, hook = await _held_job(relay, pixazo)
+async def test_token_signed_by_another_secret_is_refused(relay: Running, pixazo: PixazoSim) -> None:
+    job, _hook = await _held_job(relay, pixazo)
     before = await _types(relay, job["id"])
     foreign = itsdangerous.URLSafeTimedSerializer(
         "another-secret", salt="upscale-relay/pixazo-callback"

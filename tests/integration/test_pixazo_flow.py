@@ -62,7 +62,7 @@ async def test_lost_callbacks_are_covered_by_polling_after_the_grace(
     done = await relay.wait_status(job["id"], TERMINAL)
     assert done["status"] == "succeeded"
     events = await relay.events(job["id"])
-    assert [e for e in events if e["type"] == "job.succeeded"][0]["source"] == "poll"
+    assert next(e for e in events if e["type"] == "job.succeeded")["source"] == "poll"
     assert not any(e["type"] == "callback.received" for e in events)
 
 
@@ -79,9 +79,7 @@ async def test_callback_before_the_submission_answer_is_applied(
     assert types.count("job.succeeded") == 1
 
 
-async def test_duplicate_callbacks_write_one_event_each(
-    relay: Running, pixazo: PixazoSim
-) -> None:
+async def test_duplicate_callbacks_write_one_event_each(relay: Running, pixazo: PixazoSim) -> None:
     pixazo.duplicate_callbacks = True
     job = (await relay.submit(VIDEO_JOB)).json()
     await relay.wait_status(job["id"], TERMINAL)
