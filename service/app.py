@@ -22,12 +22,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from service import api, hooks, web
+from service import api, hooks, outbox, signing, subscriptions, web
 from service.config import Settings
+from service.delivery import Deliverer
 from service.errors import ApiError
 from service.poller import Poller
 from service.providers.base import Provider
 from service.providers.pixazo import Pixazo
+from service.providers.scenario import Scenario
 from service.store import Store
 from service.submit import Submitter
 
@@ -43,6 +45,8 @@ class Relay:
     tokens: hooks.Tokens
     submitter: Submitter
     poller: Poller
+    deliverer: Deliverer
+    webhook_secret: str
     providers: dict[str, Provider]
     clients: list[httpx.AsyncClient]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -73,6 +77,8 @@ async def start(settings: Settings, clock: Callable[[], float]) -> Relay:
         else await store.meta_get_or_set("relay_secret", lambda: secrets.token_urlsafe(32))
     )
     tokens = hooks.Tokens(secret, settings.callback_max_age)
+    webhook_secret = await store.meta_get_or_set("webhook_secret", signing.new_secret)
+    store.hooks.append(outbox.Fanout())
     ssl_context = ssl.create_default_context()
     clients: list[httpx.AsyncClient] = []
     providers: dict[str, Provider] = {}
@@ -80,10 +86,24 @@ async def start(settings: Settings, clock: Callable[[], float]) -> Relay:
         client = provider_client(settings.provider_timeout, ssl_context)
         clients.append(client)
         providers["pixazo"] = Pixazo(client, settings.pixazo_base_url, str(settings.pixazo_api_key))
+    if settings.scenario_api_key is not None and settings.scenario_api_secret is not None:
+        client = provider_client(settings.provider_timeout, ssl_context)
+        clients.append(client)
+        providers["scenario"] = Scenario(
+            client,
+            settings.scenario_base_url,
+            str(settings.scenario_api_key),
+            str(settings.scenario_api_secret),
+            settings.scenario_project_id,
+            allow_private_media=settings.allow_private_targets,
+        )
     owner = owner_id()
     submitter = Submitter(store, providers, settings, tokens, clock)
     poller = Poller(store, providers, settings, clock, owner)
-    return Relay(settings, store, tokens, submitter, poller, providers, clients)
+    deliverer = Deliverer(store, settings, clock, owner, webhook_secret)
+    return Relay(
+        settings, store, tokens, submitter, poller, deliverer, webhook_secret, providers, clients
+    )
 
 
 async def stop(relay: Relay) -> None:
@@ -93,6 +113,7 @@ async def stop(relay: Relay) -> None:
     for task in relay.tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await relay.deliverer.aclose()
     for client in relay.clients:
         await client.aclose()
     await relay.store.close()
@@ -131,6 +152,7 @@ def create_app(
         app.state.relay = relay
         if workers:
             relay.tasks.append(asyncio.create_task(relay.poller.run_forever(), name="poller"))
+            relay.tasks.append(asyncio.create_task(relay.deliverer.run_forever(), name="deliverer"))
         try:
             yield {}
         finally:
@@ -142,7 +164,11 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/hooks/pixazo/{token}", hooks.pixazo_callback, methods=["POST"]),
-            Mount("/v1", routes=api.ROUTES, middleware=[Middleware(api.BearerAuth, tokens=tokens)]),
+            Mount(
+                "/v1",
+                routes=api.ROUTES + subscriptions.ROUTES,
+                middleware=[Middleware(api.BearerAuth, tokens=tokens)],
+            ),
         ],
         exception_handlers={ApiError: web.api_error, HTTPException: web.http_error},
         lifespan=lifespan,

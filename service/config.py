@@ -44,6 +44,7 @@ class Settings:
     )
     delivery_timeout: float = 10.0
     allow_private_targets: bool = False
+    pause_after: float = 5 * 86400.0
     # Not in the public table: tuning knobs with sensible defaults.
     poll_concurrency: int = 32
     max_in_flight: int = 10000
@@ -136,6 +137,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
         retry_schedule=schedule,
         delivery_timeout=number("RELAY_DELIVERY_TIMEOUT", d.delivery_timeout, 0.1),
         allow_private_targets=flag("RELAY_ALLOW_PRIVATE_TARGETS"),
+        pause_after=number("RELAY_PAUSE_AFTER", d.pause_after, 1),
         poll_concurrency=int(number("RELAY_POLL_CONCURRENCY", d.poll_concurrency, 1)),
         max_in_flight=int(number("RELAY_MAX_IN_FLIGHT", d.max_in_flight, 1)),
     )

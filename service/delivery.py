@@ -1,0 +1,282 @@
+"""The delivery worker: claims due deliveries by lease, sends them, records every attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from service import netguard, notify, outbox, retry, signing
+from service.config import Settings
+from service.outbox import Attempt, Delivery, Subscription
+from service.store import Event, Store, Tx
+
+log = logging.getLogger(__name__)
+RESPONSE_KEEP = 1024
+RESPONSE_READ = 64 * 1024
+MAX_RETRY_AFTER = 3600.0
+
+
+def classify(
+    status: int | None,
+    retry_after: float | None,
+    round_: int,
+    schedule: tuple[float, ...],
+    now: float,
+    rand: Callable[[], float],
+) -> tuple[bool, float | None, bool]:
+    """(delivered, retry at, gone) for an answer; status None means no answer at all."""
+    if status is not None and 200 <= status < 300:
+        return True, None, False
+    # Standard Webhooks: retry network errors, timeouts, 408, 429 and 5xx; redirects are
+    # not followed and count as failures worth retrying; other 4xx are final.
+    retryable = status is None or status in (408, 429) or status >= 500 or 300 <= status < 400
+    if not retryable:
+        return False, None, status == 410
+    delay = retry.next_delay(
+        schedule, round_ + 1, retry_after, rand, max_retry_after=MAX_RETRY_AFTER
+    )
+    return False, (None if delay is None else now + delay), False
+
+
+def retry_after_of(response: httpx.Response, body: bytes, kind: str) -> float | None:
+    """Seconds to wait from Retry-After, or from Discord's JSON `retry_after`."""
+    seconds = retry.parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+    if kind == "discord" and response.status_code == 429:
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            value = json.loads(body).get("retry_after")
+            if isinstance(value, int | float) and value >= 0:
+                seconds = max(seconds or 0.0, float(value))
+    return seconds
+
+
+class Deliverer:
+    """Sends the outbox: one client per destination host, caps per subscription."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Callable[[], float],
+        owner: str,
+        webhook_secret: str,
+        rand: Callable[[], float] = random.random,
+        capacity: int = 512,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._owner = owner
+        self._webhook_secret = webhook_secret
+        self._rand = rand
+        self._capacity = capacity
+        self._lease = settings.delivery_timeout + 30
+        self._ssl = ssl.create_default_context()
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._in_flight: collections.Counter[str] = collections.Counter()
+        self._caps: dict[str, int] = {}
+        self._not_before: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = store.waiter("deliveries")
+
+    def _client(self, url: str) -> httpx.AsyncClient:
+        # PERF-NOTES: one shared client collapses under concurrency; one per host does not.
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        client = self._clients.get(key)
+        if client is None:
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._settings.delivery_timeout),
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+                follow_redirects=False,
+                verify=self._ssl,
+                trust_env=False,
+                headers={"User-Agent": "upscale-relay"},
+            )
+            self._clients[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Stop sending and close every client."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    def _busy(self, now: float) -> list[str]:
+        busy = [k for k, n in self._in_flight.items() if k and n >= self._caps.get(k, 1)]
+        busy += [k for k, t in self._not_before.items() if t > now and k not in busy]
+        return busy
+
+    def _body(self, delivery: Delivery, sub: Subscription | None, event: Event) -> bytes:
+        message = outbox.notification(event)
+        if delivery.kind == "webhook":
+            payload: Any = message
+        else:
+            payload = notify.render(delivery.kind, message, sub.template if sub else None)
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+    async def send(self, delivery: Delivery, sub: Subscription | None, event: Event) -> Attempt:
+        """One attempt: guard the target, POST, and judge the answer."""
+        url = delivery.url or (sub.url if sub else "")
+        body = self._body(delivery, sub, event)
+        now = self._clock()
+        headers = {"content-type": "application/json"}
+        if delivery.kind == "webhook":
+            keys = sub.signing_secrets(now) if sub else [self._webhook_secret]
+            headers = signing.headers(keys, delivery.id, int(now), body)
+        started = time.perf_counter()
+        status: int | None = None
+        answer: bytes = b""
+        error: str | None = None
+        retry_after: float | None = None
+        try:
+            await netguard.check_target(url, allow_private=self._settings.allow_private_targets)
+        except netguard.TargetRefused as exc:
+            return Attempt(None, 0.0, None, f"refused: {exc}", False, None)
+        try:
+            async with asyncio.timeout(self._settings.delivery_timeout):
+                async with self._client(url).stream(
+                    "POST", url, content=body, headers=headers
+                ) as response:
+                    status = response.status_code
+                    async for chunk in response.aiter_bytes():
+                        answer += chunk
+                        if len(answer) >= RESPONSE_READ:
+                            break
+                    retry_after = retry_after_of(response, answer, delivery.kind)
+                    self._pace(delivery, sub, response)
+        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            if isinstance(exc, TimeoutError) or isinstance(exc, httpx.TimeoutException):
+                error = f"timeout after {self._settings.delivery_timeout:g} s"
+        latency = (time.perf_counter() - started) * 1000
+        done = self._clock()
+        delivered, retry_at, gone = classify(
+            status, retry_after, delivery.round, self._settings.retry_schedule, done, self._rand
+        )
+        if status is not None and not delivered:
+            error = error or f"HTTP {status}"
+        text = answer[:RESPONSE_KEEP].decode("utf-8", "replace") if answer else None
+        return Attempt(status, latency, text, error, delivered, retry_at, gone)
+
+    def _pace(self, delivery: Delivery, sub: Subscription | None, response: httpx.Response) -> None:
+        if sub is None:
+            return
+        now = self._clock()
+        wait = 1.0 / sub.rate_per_second if sub.rate_per_second else 0.0
+        # Discord tells how long its bucket needs when it is empty.
+        if response.headers.get("x-ratelimit-remaining") == "0":
+            with contextlib.suppress(ValueError):
+                wait = max(wait, float(response.headers.get("x-ratelimit-reset-after", "0")))
+        if wait:
+            self._not_before[sub.id] = max(self._not_before.get(sub.id, 0.0), now + wait)
+
+    async def _deliver(self, delivery: Delivery, sub: Subscription | None, event: Event) -> None:
+        key = delivery.subscription_id or ""
+        try:
+            try:
+                attempt = await self.send(delivery, sub, event)
+            except Exception as exc:  # a bug in rendering must not lose the delivery
+                log.exception("sending %s failed", delivery.id)
+                attempt = Attempt(
+                    None, 0.0, None, f"{type(exc).__name__}: {exc}", False, self._clock() + 60
+                )
+            now = self._clock()
+            owner, pause_after = self._owner, self._settings.pause_after
+
+            def unit(tx: Tx) -> None:
+                outbox.record_attempt(tx, delivery, owner, attempt, now, pause_after)
+
+            await self._store.write(unit)
+        finally:
+            self._in_flight[key] -= 1
+            if self._in_flight[key] <= 0:
+                del self._in_flight[key]
+            self._wake.set()
+
+    async def _claim(self, limit: int) -> outbox.Claimed:
+        now = self._clock()
+        busy = self._busy(now)
+        owner, lease = self._owner, self._lease
+        return await self._store.write(lambda tx: outbox.claim(tx, now, limit, owner, lease, busy))
+
+    def _start(self, claimed: outbox.Claimed) -> list[asyncio.Task[None]]:
+        started = []
+        for delivery in claimed.deliveries:
+            sub = claimed.subscriptions.get(delivery.subscription_id or "")
+            event = claimed.events.get(delivery.event_id)
+            key = delivery.subscription_id or ""
+            if sub is not None:
+                self._caps[key] = sub.max_in_flight
+            self._in_flight[key] += 1
+            if event is None:  # cannot happen: events are append-only
+                log.error("delivery %s names a missing event", delivery.id)
+                self._in_flight[key] -= 1
+                continue
+            task = asyncio.create_task(self._deliver(delivery, sub, event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started.append(task)
+        return started
+
+    async def run_once(self) -> int:
+        """Claim what is due now and send it; returns how many were sent."""
+        claimed = await self._claim(self._capacity)
+        tasks = self._start(claimed)
+        await asyncio.gather(*tasks)
+        return len(tasks)
+
+    async def _next_due(self) -> float | None:
+        def q(conn: Any) -> float | None:
+            row = conn.execute(
+                "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'"
+                " AND next_attempt_at IS NOT NULL"
+            ).fetchone()
+            return None if row[0] is None else float(row[0])
+
+        return await self._store.read(q)
+
+    async def run_forever(self) -> None:
+        """Send as work is committed (woken at once), with a scan as the safety net."""
+        try:
+            while True:
+                self._wake.clear()
+                claimed_all = False
+                try:
+                    free = self._capacity - len(self._tasks)
+                    if free > 0:
+                        claimed = await self._claim(free)
+                        self._start(claimed)
+                        claimed_all = len(claimed.deliveries) == free
+                    sleep_for = 5.0
+                    due = await self._next_due()
+                    now = self._clock()
+                    if due is not None:
+                        # due-but-blocked rows (ordered, paced, paused) must not spin the loop
+                        sleep_for = min(sleep_for, max(0.05, due - now))
+                    pending = [t for t in self._not_before.values() if t > now]
+                    if pending:
+                        sleep_for = min(sleep_for, max(0.0, min(pending) - now))
+                except Exception:
+                    log.exception("delivery loop failed; going on")
+                    sleep_for = 1.0
+                if claimed_all:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=sleep_for)
+        finally:
+            await self.aclose()

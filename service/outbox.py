@@ -1,0 +1,618 @@
+"""Subscriptions and the delivery outbox: fan-out inside the event's transaction, leases, log."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service import signing
+from service.store import Event, Tx, dumps, iso
+
+NOTIFY_TYPES = ("job.queued", "job.processing", "job.succeeded", "job.failed", "job.canceled")
+TERMINAL_TYPES = ("job.succeeded", "job.failed", "job.canceled")
+TEST_TYPE = "job.test"
+# Pixazo's own webhook_events_filter names, as the relay applies them to per-job webhooks.
+JOB_FILTERS = {
+    "*": NOTIFY_TYPES,
+    "completed": TERMINAL_TYPES,
+    "start": ("job.processing",),
+    "output": ("job.succeeded",),
+}
+NOTIFICATION_KEYS = (
+    "id",
+    "model",
+    "status",
+    "progress",
+    "outputs",
+    "error",
+    "metadata",
+    "provider",
+    "provider_job_id",
+    "cost",
+    "created_at",
+    "updated_at",
+)
+ROTATION_OVERLAP = 24 * 3600.0
+_VERSION_KEY = "subscriptions_version"
+
+
+def new_subscription_id() -> str:
+    """A fresh subscription id."""
+    return "sub_" + secrets.token_hex(10)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A subscription row."""
+
+    id: str
+    url: str
+    kind: str
+    events: tuple[str, ...]
+    filter: dict[str, Any] | None
+    template: str | None
+    description: str | None
+    secret: str | None
+    old_secret: str | None
+    old_secret_expires_at: float | None
+    status: str
+    paused_reason: str | None
+    rate_per_second: float | None
+    max_in_flight: int
+    failing_since: float | None
+    created_at: float
+    updated_at: float
+    seq: int = 0
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Subscription:
+        """Decode a subscriptions row."""
+        return cls(
+            id=row["id"],
+            url=row["url"],
+            kind=row["kind"],
+            events=tuple(json.loads(row["events"])),
+            filter=json.loads(row["filter"]) if row["filter"] else None,
+            template=row["template"],
+            description=row["description"],
+            secret=row["secret"],
+            old_secret=row["old_secret"],
+            old_secret_expires_at=row["old_secret_expires_at"],
+            status=row["status"],
+            paused_reason=row["paused_reason"],
+            rate_per_second=row["rate_per_second"],
+            max_in_flight=row["max_in_flight"],
+            failing_since=row["failing_since"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            seq=row["seq"],
+        )
+
+    def wants(self, event_type: str, data: dict[str, Any]) -> bool:
+        """True when this subscription takes an event of this type about this job."""
+        if self.status != "active":
+            return False
+        if event_type not in self.events and "job.*" not in self.events:
+            return False
+        flt = self.filter or {}
+        models = flt.get("models")
+        if models and data.get("model") not in models:
+            return False
+        wanted = flt.get("metadata") or {}
+        have = data.get("metadata") or {}
+        return all(k in have and str(have[k]) == str(v) for k, v in wanted.items())
+
+    def signing_secrets(self, now: float) -> list[str]:
+        """The secrets to sign with: the current one, and the previous one while it overlaps."""
+        out = [self.secret] if self.secret else []
+        if self.old_secret and (self.old_secret_expires_at or 0) > now:
+            out.append(self.old_secret)
+        return out
+
+    def public(self, *, with_secret: bool = False) -> dict[str, Any]:
+        """The subscription as the API shows it (the secret only when asked)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "url": self.url,
+            "kind": self.kind,
+            "events": list(self.events),
+            "filter": self.filter,
+            "template": self.template,
+            "description": self.description,
+            "status": self.status,
+            "paused_reason": self.paused_reason,
+            "rate_per_second": self.rate_per_second,
+            "max_in_flight": self.max_in_flight,
+            "failing_since": iso(self.failing_since),
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+        if with_secret and self.secret:
+            out["secret"] = self.secret
+            if self.old_secret and self.old_secret_expires_at:
+                out["previous_secret_expires_at"] = iso(self.old_secret_expires_at)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A delivery row: one event for one destination."""
+
+    seq: int
+    id: str
+    subscription_id: str | None
+    job_id: str | None
+    event_id: int
+    event_type: str
+    kind: str
+    url: str | None
+    ordered: bool
+    status: str
+    attempts: int
+    round: int
+    next_attempt_at: float | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    delivered_at: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Delivery:
+        """Decode a deliveries row."""
+        return cls(
+            row["seq"],
+            row["id"],
+            row["subscription_id"],
+            row["job_id"],
+            row["event_id"],
+            row["event_type"],
+            row["kind"],
+            row["url"],
+            bool(row["ordered"]),
+            row["status"],
+            row["attempts"],
+            row["round"],
+            row["next_attempt_at"],
+            row["last_status_code"],
+            row["last_error"],
+            row["created_at"],
+            row["updated_at"],
+            row["delivered_at"],
+        )
+
+    def public(self, attempts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The delivery as the API shows it."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "subscription_id": self.subscription_id,
+            "job_id": self.job_id,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "kind": self.kind,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt_at": iso(self.next_attempt_at) if self.status == "pending" else None,
+            "last_status_code": self.last_status_code,
+            "last_error": self.last_error,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "delivered_at": iso(self.delivered_at),
+        }
+        if self.url is not None:
+            out["url"] = self.url
+        if attempts is not None:
+            out["attempt_log"] = attempts
+        return out
+
+
+def notification(event: Event) -> dict[str, Any]:
+    """The body every subscriber gets for an event (SPEC: Outgoing notifications)."""
+    data = {k: event.data.get(k) for k in NOTIFICATION_KEYS}
+    return {"type": event.type, "timestamp": iso(event.created_at), "data": data}
+
+
+def _bump(tx: Tx) -> None:
+    tx.conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key)"
+        " DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        (_VERSION_KEY,),
+    )
+
+
+def default_pace(kind: str) -> tuple[bool, float | None, int]:
+    """(ordered, messages per second, in flight) by kind: chat channels get one at a time."""
+    if kind == "webhook":
+        return False, None, 8
+    # Slack documents about one message per second per channel; the others are similar.
+    return True, {"discord": 2.0}.get(kind, 1.0), 1
+
+
+class Fanout:
+    """The event hook: one delivery per matching destination, in the event's transaction."""
+
+    def __init__(self) -> None:
+        self._version: str | None = None
+        self._subs: list[Subscription] = []
+
+    def _active(self, tx: Tx) -> list[Subscription]:
+        row = tx.one("SELECT value FROM meta WHERE key = ?", (_VERSION_KEY,))
+        version = row["value"] if row else "0"
+        if version != self._version:
+            rows = tx.conn.execute("SELECT * FROM subscriptions WHERE status = 'active'")
+            self._subs = [Subscription.from_row(r) for r in rows]
+            self._version = version
+        return self._subs
+
+    def __call__(self, tx: Tx, event: Event) -> None:
+        if event.job_id is None or event.type not in NOTIFY_TYPES:
+            return
+        rows: list[tuple[Any, ...]] = []
+        now = event.created_at
+        for sub in self._active(tx):
+            if sub.wants(event.type, event.data):
+                ordered, _, _ = default_pace(sub.kind)
+                rows.append(
+                    (
+                        signing.new_message_id(),
+                        sub.id,
+                        event.job_id,
+                        event.id,
+                        event.type,
+                        sub.kind,
+                        None,
+                        int(ordered),
+                        now,
+                        now,
+                        now,
+                    )
+                )
+        job = tx.one("SELECT webhook, webhook_events FROM jobs WHERE id = ?", (event.job_id,))
+        if job is not None and job["webhook"]:
+            names = json.loads(job["webhook_events"]) if job["webhook_events"] else ["completed"]
+            if any(event.type in JOB_FILTERS.get(n, ()) for n in names):
+                rows.append(
+                    (
+                        signing.new_message_id(),
+                        None,
+                        event.job_id,
+                        event.id,
+                        event.type,
+                        "webhook",
+                        job["webhook"],
+                        0,
+                        now,
+                        now,
+                        now,
+                    )
+                )
+        if rows:
+            tx.conn.executemany(
+                "INSERT INTO deliveries (id, subscription_id, job_id, event_id, event_type, kind,"
+                " url, ordered, next_attempt_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            tx.signal("deliveries")
+
+
+# -- subscriptions -------------------------------------------------------------------------
+
+
+def get_subscription(tx_or_conn: Tx | sqlite3.Connection, sub_id: str) -> Subscription | None:
+    """A subscription by id."""
+    conn = tx_or_conn.conn if isinstance(tx_or_conn, Tx) else tx_or_conn
+    row = conn.execute("SELECT * FROM subscriptions WHERE id = ?", (sub_id,)).fetchone()
+    return Subscription.from_row(row) if row else None
+
+
+def create_subscription(tx: Tx, fields: dict[str, Any], now: float) -> Subscription:
+    """Insert a subscription; a webhook one gets a whsec_ secret."""
+    _, rate, in_flight = default_pace(fields["kind"])
+    sub_id = new_subscription_id()
+    tx.conn.execute(
+        "INSERT INTO subscriptions (id, url, kind, events, filter, template, description, secret,"
+        " status, rate_per_second, max_in_flight, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            sub_id,
+            fields["url"],
+            fields["kind"],
+            dumps(fields["events"]),
+            dumps(fields["filter"]) if fields.get("filter") else None,
+            fields.get("template"),
+            fields.get("description"),
+            signing.new_secret() if fields["kind"] == "webhook" else None,
+            "paused" if fields.get("paused") else "active",
+            fields.get("rate_per_second", rate),
+            fields.get("max_in_flight", in_flight),
+            now,
+            now,
+        ),
+    )
+    _bump(tx)
+    sub = get_subscription(tx, sub_id)
+    assert sub is not None  # noqa: S101
+    return sub
+
+
+def update_subscription(
+    tx: Tx, sub_id: str, changes: dict[str, Any], now: float
+) -> Subscription | None:
+    """Apply a PATCH: url, events, filter, template, description, paused."""
+    sub = get_subscription(tx, sub_id)
+    if sub is None:
+        return None
+    sets: dict[str, Any] = {}
+    for key in ("url", "template", "description", "rate_per_second", "max_in_flight"):
+        if key in changes:
+            sets[key] = changes[key]
+    if "events" in changes:
+        sets["events"] = dumps(changes["events"])
+    if "filter" in changes:
+        sets["filter"] = dumps(changes["filter"]) if changes["filter"] else None
+    if "paused" in changes:
+        sets["status"] = "paused" if changes["paused"] else "active"
+        sets["paused_reason"] = "by request" if changes["paused"] else None
+        if not changes["paused"]:
+            sets["failing_since"] = None
+    if sets:
+        sets["updated_at"] = now
+        assignments = ", ".join(f"{k} = ?" for k in sets)
+        tx.conn.execute(
+            f"UPDATE subscriptions SET {assignments} WHERE id = ?",  # noqa: S608
+            (*sets.values(), sub_id),
+        )
+        _bump(tx)
+        if changes.get("paused") is False:
+            tx.signal("deliveries")
+    return get_subscription(tx, sub_id)
+
+
+def delete_subscription(tx: Tx, sub_id: str, now: float) -> bool:
+    """Delete a subscription; its pending deliveries are canceled (kept in the log)."""
+    cur = tx.conn.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,))
+    if cur.rowcount == 0:
+        return False
+    tx.conn.execute(
+        "UPDATE deliveries SET status = 'canceled', next_attempt_at = NULL, updated_at = ?,"
+        " last_error = 'subscription deleted' WHERE subscription_id = ? AND status = 'pending'",
+        (now, sub_id),
+    )
+    _bump(tx)
+    return True
+
+
+def rotate_secret(tx: Tx, sub_id: str, now: float) -> Subscription | None:
+    """A new secret; the old one keeps signing for 24 hours beside it."""
+    sub = get_subscription(tx, sub_id)
+    if sub is None or sub.kind != "webhook":
+        return sub
+    tx.conn.execute(
+        "UPDATE subscriptions SET old_secret = secret, old_secret_expires_at = ?, secret = ?,"
+        " updated_at = ? WHERE id = ?",
+        (now + ROTATION_OVERLAP, signing.new_secret(), now, sub_id),
+    )
+    _bump(tx)
+    return get_subscription(tx, sub_id)
+
+
+def pause(tx: Tx, sub_id: str, reason: str, now: float) -> None:
+    """Pause a subscription for a reason of the relay's own and record it as an event."""
+    cur = tx.conn.execute(
+        "UPDATE subscriptions SET status = 'paused', paused_reason = ?, updated_at = ?"
+        " WHERE id = ? AND status = 'active'",
+        (reason, now, sub_id),
+    )
+    if cur.rowcount:
+        _bump(tx)
+        tx.add_event(
+            None,
+            "subscription.paused",
+            "system",
+            now,
+            {"subscription_id": sub_id, "reason": reason},
+        )
+
+
+def send_test(tx: Tx, sub: Subscription, now: float) -> Delivery:
+    """Record a test event and one delivery of it to this subscription only."""
+    sample = {
+        "id": "job_test",
+        "model": "pixazo/seedvr-image",
+        "status": "succeeded",
+        "progress": 1.0,
+        "outputs": [{"url": "https://example.com/upscaled.png", "media_type": "image/png"}],
+        "error": None,
+        "metadata": {"test": "true"},
+        "provider": "pixazo",
+        "provider_job_id": None,
+        "cost": None,
+        "created_at": iso(now),
+        "updated_at": iso(now),
+        "subscription_id": sub.id,
+    }
+    event = tx.add_event(None, TEST_TYPE, "api", now, sample)
+    assert event is not None  # noqa: S101
+    ordered, _, _ = default_pace(sub.kind)
+    delivery_id = signing.new_message_id()
+    tx.conn.execute(
+        "INSERT INTO deliveries (id, subscription_id, event_id, event_type, kind, ordered,"
+        " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (delivery_id, sub.id, event.id, TEST_TYPE, sub.kind, int(ordered), now, now, now),
+    )
+    tx.signal("deliveries")
+    found = get_delivery(tx.conn, delivery_id)
+    assert found is not None  # noqa: S101
+    return found
+
+
+# -- deliveries ----------------------------------------------------------------------------
+
+
+def get_delivery(conn: sqlite3.Connection, delivery_id: str) -> Delivery | None:
+    """A delivery by id."""
+    row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    return Delivery.from_row(row) if row else None
+
+
+def attempt_log(conn: sqlite3.Connection, delivery_ids: Sequence[str]) -> dict[str, list[Any]]:
+    """Every attempt of these deliveries, oldest first."""
+    out: dict[str, list[Any]] = {d: [] for d in delivery_ids}
+    if not delivery_ids:
+        return out
+    rows = conn.execute(
+        "SELECT * FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        (dumps(list(delivery_ids)),),
+    )
+    for r in rows:
+        out[r["delivery_id"]].append(
+            {
+                "at": iso(r["attempted_at"]),
+                "status_code": r["status_code"],
+                "latency_ms": round(r["latency_ms"], 2),
+                "response": r["response"],
+                "error": r["error"],
+            }
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """Deliveries leased for sending, with what is needed to send them."""
+
+    deliveries: list[Delivery]
+    subscriptions: dict[str, Subscription]
+    events: dict[int, Event]
+
+
+def claim(tx: Tx, now: float, limit: int, owner: str, lease: float, busy: Sequence[str]) -> Claimed:
+    """Lease due deliveries (the head only, for ordered destinations), skipping busy ones."""
+    rows = tx.conn.execute(
+        "UPDATE deliveries SET next_attempt_at = :until, lease_owner = :owner WHERE seq IN ("
+        " SELECT d.seq FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id"
+        " WHERE d.next_attempt_at <= :now AND d.status = 'pending'"
+        " AND (d.subscription_id IS NULL OR s.status = 'active')"
+        " AND (d.ordered = 0 OR d.seq = (SELECT min(seq) FROM deliveries h"
+        "  WHERE h.subscription_id = d.subscription_id AND h.status = 'pending'))"
+        " AND coalesce(d.subscription_id, '') NOT IN (SELECT value FROM json_each(:busy))"
+        " ORDER BY d.next_attempt_at LIMIT :limit) RETURNING *",
+        {
+            "until": now + lease,
+            "owner": owner,
+            "now": now,
+            "busy": dumps(list(busy)),
+            "limit": limit,
+        },
+    ).fetchall()
+    deliveries = sorted((Delivery.from_row(r) for r in rows), key=lambda d: d.seq)
+    subs: dict[str, Subscription] = {}
+    events: dict[int, Event] = {}
+    if deliveries:
+        sub_ids = sorted({d.subscription_id for d in deliveries if d.subscription_id})
+        for r in tx.conn.execute(
+            "SELECT * FROM subscriptions WHERE id IN (SELECT value FROM json_each(?))",
+            (dumps(sub_ids),),
+        ):
+            subs[r["id"]] = Subscription.from_row(r)
+        for r in tx.conn.execute(
+            "SELECT * FROM events WHERE id IN (SELECT value FROM json_each(?))",
+            (dumps(sorted({d.event_id for d in deliveries})),),
+        ):
+            events[r["id"]] = Event.from_row(r)
+    return Claimed(deliveries, subs, events)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one send came to."""
+
+    status_code: int | None
+    latency_ms: float
+    response: str | None
+    error: str | None
+    delivered: bool
+    retry_at: float | None
+    gone: bool = False
+
+
+def record_attempt(
+    tx: Tx, delivery: Delivery, owner: str, attempt: Attempt, now: float, pause_after: float
+) -> None:
+    """Log the attempt and move the delivery on: delivered, rescheduled or failed."""
+    tx.conn.execute(
+        "INSERT INTO attempts (delivery_id, attempted_at, status_code, latency_ms, response,"
+        " error) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            delivery.id,
+            now,
+            attempt.status_code,
+            attempt.latency_ms,
+            attempt.response,
+            attempt.error,
+        ),
+    )
+    if attempt.delivered:
+        status, due = "succeeded", None
+    elif attempt.retry_at is not None:
+        status, due = "pending", attempt.retry_at
+    else:
+        status, due = "failed", None
+    tx.conn.execute(
+        "UPDATE deliveries SET status = ?, next_attempt_at = ?, attempts = attempts + 1,"
+        " round = round + 1, last_status_code = ?, last_error = ?, updated_at = ?,"
+        " delivered_at = ?, lease_owner = NULL WHERE id = ? AND status = 'pending'",
+        (
+            status,
+            due,
+            attempt.status_code,
+            attempt.error,
+            now,
+            now if attempt.delivered else None,
+            delivery.id,
+        ),
+    )
+    if status == "pending":
+        tx.signal("deliveries")  # the next one of an ordered destination may be due now
+    if delivery.subscription_id is None:
+        return
+    if attempt.delivered:
+        tx.conn.execute(
+            "UPDATE subscriptions SET failing_since = NULL WHERE id = ?"
+            " AND failing_since IS NOT NULL",
+            (delivery.subscription_id,),
+        )
+        return
+    tx.conn.execute(
+        "UPDATE subscriptions SET failing_since = ? WHERE id = ? AND failing_since IS NULL",
+        (now, delivery.subscription_id),
+    )
+    if attempt.gone:
+        pause(tx, delivery.subscription_id, "the subscriber answered 410 Gone", now)
+        return
+    row = tx.one(
+        "SELECT failing_since FROM subscriptions WHERE id = ?", (delivery.subscription_id,)
+    )
+    if row and row["failing_since"] is not None and now - row["failing_since"] >= pause_after:
+        pause(
+            tx,
+            delivery.subscription_id,
+            f"every delivery failed for {pause_after / 86400:g} days",
+            now,
+        )
+
+
+def retry_now(tx: Tx, delivery_id: str, now: float) -> Delivery | None:
+    """Send a delivery again now, with a fresh retry schedule."""
+    tx.conn.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, round = 0,"
+        " lease_owner = NULL, updated_at = ? WHERE id = ?",
+        (now, now, delivery_id),
+    )
+    tx.signal("deliveries")
+    return get_delivery(tx.conn, delivery_id)
