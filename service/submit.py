@@ -84,6 +84,11 @@ class Submitter:
         )
         now = self._clock()
         lease_until = now + 3 * self._settings.provider_timeout + 30
+        if (
+            catalog.is_http_url(str(params.get(model.media_param, "")))
+            and model.provider != "pixazo"
+        ):
+            lease_until += 1800  # the media is fetched and uploaded first
         idem = (key, digest) if key else None
         created = await self._store.write(
             lambda tx: ledger.create_job(tx, new, now, idem, lease_until)
@@ -166,12 +171,22 @@ class Submitter:
     async def _dry_run(
         self, model: catalog.Model, provider: Provider, params: dict[str, Any]
     ) -> dict[str, Any]:
-        estimate = getattr(provider, "estimate", None)
-        cost = await estimate(model, params) if estimate is not None else None
-        return {
+        answer: dict[str, Any] = {
             "dry_run": True,
             "model": model.id,
             "provider": model.provider,
             "input": params,
-            "cost": cost,
+            "cost": None,
         }
+        estimate = getattr(provider, "estimate", None)
+        if estimate is not None:
+            try:
+                result = await estimate(model, params)
+            except ProviderError as exc:
+                raise ApiError(exc.http_status, exc.code, exc.message, exc.details()) from exc
+            answer.update(
+                cost=result.get("cost"),
+                input=result.get("input", params),
+                provider_answer=result.get("provider_answer"),
+            )
+        return answer

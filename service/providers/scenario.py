@@ -1,0 +1,231 @@
+"""Scenario adapter (provider-docs/scenario-*.md and SPEC's facts beyond them): polled, no hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import posixpath
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from service import catalog, jobs, media
+from service.catalog import Model
+from service.jobs import Report
+from service.providers.base import ProviderError, body_of, with_retries
+from service.store import Job
+
+_DEFAULT_MEDIA_TYPE = {"image": "image/png", "video": "video/mp4"}
+
+
+def _bad_answer(message: str, body: Any = None, *, retryable: bool) -> ProviderError:
+    return ProviderError(
+        f"scenario: {message}",
+        code="provider_bad_answer",
+        http_status=502,
+        retryable=retryable,
+        body=body,
+    )
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def cost_of(body: dict[str, Any]) -> float | None:
+    """Creative units: `creativeUnitsCost` beside the job, else the job's `billing.cuCost`."""
+    cost = _number(body.get("creativeUnitsCost"))
+    job = body.get("job")
+    if cost is None and isinstance(job, dict) and isinstance(job.get("billing"), dict):
+        cost = _number(job["billing"].get("cuCost"))
+    return cost
+
+
+def _error_of(job: dict[str, Any]) -> str | None:
+    """`metadata.error` with its `metadata.hint`; the docs' own example reads `job.error`."""
+    metadata = job.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    error = metadata.get("error") or job.get("error")
+    if not error:
+        return None
+    message = error if isinstance(error, str) else str(error)
+    hint = metadata.get("hint")
+    return f"{message} (hint: {hint})" if hint else message
+
+
+def _media_type(url: str, mime_type: object, model: Model | None) -> str:
+    if isinstance(mime_type, str) and "/" in mime_type:
+        return mime_type
+    ext = posixpath.splitext(urlsplit(url).path)[1].lower()
+    guessed = mimetypes.guess_type(f"x{ext}")[0] if ext else None
+    if guessed:
+        return guessed
+    return _DEFAULT_MEDIA_TYPE.get(model.media_type, "") if model else "application/octet-stream"
+
+
+class Scenario:
+    """Submits to `/v1/generate/custom/{modelId}`; polls `/v1/jobs/{jobId}` (no webhooks)."""
+
+    name = "scenario"
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        api_key: str,
+        api_secret: str,
+        project_id: str | None,
+        *,
+        media_client: httpx.AsyncClient | None = None,
+        allow_private_media: bool = False,
+        max_image_bytes: int = media.MAX_IMAGE_BYTES,
+        max_video_bytes: int = media.MAX_VIDEO_BYTES,
+        upload_poll_interval: float = 0.5,
+        upload_timeout: float = 600.0,
+    ) -> None:
+        self._client = client
+        self._media_client = media_client or client
+        self._base = base_url.rstrip("/")
+        self._auth = httpx.BasicAuth(api_key, api_secret)
+        self._project_id = project_id
+        self._params = {"projectId": project_id} if project_id else {}
+        self._allow_private_media = allow_private_media
+        self._max_bytes = {"image": max_image_bytes, "video": max_video_bytes}
+        self._upload_poll_interval = upload_poll_interval
+        self._upload_timeout = upload_timeout
+
+    async def _get(self, path: str, *, attempts: int = 3) -> httpx.Response:
+        url = self._base + path
+        return await with_retries(
+            lambda: self._client.get(url, params=self._params, auth=self._auth),
+            self.name,
+            attempts=attempts,
+        )
+
+    async def _with_asset(self, model: Model, params: dict[str, Any]) -> dict[str, Any]:
+        """The params with a media URL replaced by the id of the asset it was uploaded as."""
+        value = params.get(model.media_param)
+        if not isinstance(value, str) or not catalog.is_http_url(value):
+            return dict(params)
+        kind = model.media_type
+        fetched = await media.fetch(
+            self._media_client,
+            value,
+            kind=kind,
+            max_bytes=self._max_bytes[kind],
+            allow_private=self._allow_private_media,
+        )
+        asset_id = await media.upload(
+            self._client,
+            self._base,
+            self._auth,
+            self._project_id,
+            fetched,
+            kind,
+            poll_interval=self._upload_poll_interval,
+            import_timeout=self._upload_timeout,
+        )
+        return {**params, model.media_param: asset_id}
+
+    async def _generate(
+        self, model: Model, payload: dict[str, Any], *, dry_run: bool
+    ) -> tuple[httpx.Response, Any]:
+        url = self._base + model.path
+        query = {**self._params, "dryRun": "true"} if dry_run else self._params
+        response = await with_retries(
+            lambda: self._client.post(url, json=payload, params=query, auth=self._auth),
+            self.name,
+        )
+        return response, body_of(response)
+
+    async def submit(
+        self, model: Model, params: dict[str, Any], callback_url: str | None
+    ) -> Report:
+        """Upload a media URL if one is given, then POST the generate request as given."""
+        del callback_url  # Scenario has no webhooks: its jobs are polled
+        payload = await self._with_asset(model, params)
+        response, body = await self._generate(model, payload, dry_run=False)
+        job = body.get("job") if isinstance(body, dict) else None
+        job_id = job.get("jobId") if isinstance(job, dict) else None
+        if not isinstance(body, dict) or not isinstance(job, dict) or not job_id:
+            raise ProviderError(
+                "scenario: the answer to the submission carries no jobId",
+                code="provider_bad_answer",
+                http_status=502,
+                retryable=False,
+                provider_status=response.status_code,
+                body=body,
+            )
+        raw_status = str(job.get("status") or "queued")
+        return Report(
+            status=jobs.map_scenario(raw_status) or jobs.Status.QUEUED,
+            raw_status=raw_status,
+            progress=jobs.clamp_progress(job.get("progress")),
+            cost=cost_of(body),
+            provider_job_id=str(job_id),
+        )
+
+    async def estimate(self, model: Model, params: dict[str, Any]) -> dict[str, Any]:
+        """Scenario's dry run: the creative units the request would cost, and no job."""
+        # Media URLs are uploaded first: the price depends on the media (a video's length).
+        payload = await self._with_asset(model, params)
+        _, body = await self._generate(model, payload, dry_run=True)
+        cost = cost_of(body) if isinstance(body, dict) else None
+        return {"cost": cost, "provider_answer": body, "input": payload}
+
+    async def fetch_status(self, job: Job) -> Report:
+        """GET the job once (the poller backs off); on success resolve its assets to URLs."""
+        if not job.provider_job_id:
+            raise ProviderError(
+                "scenario: the job has no jobId yet",
+                code="provider_no_id",
+                http_status=409,
+                retryable=False,
+            )
+        response = await self._get(f"/v1/jobs/{job.provider_job_id}", attempts=1)
+        body = body_of(response)
+        answer = body.get("job") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(answer, dict):
+            raise _bad_answer("the job answer carries no job object", body, retryable=True)
+        raw_status = str(answer.get("status") or "")
+        status = jobs.map_scenario(raw_status)
+        if status is None:
+            raise _bad_answer("the job answer carries no status", body, retryable=True)
+        outputs: tuple[dict[str, str], ...] = ()
+        error = None
+        if status is jobs.Status.SUCCEEDED:
+            outputs = await self._outputs(answer, catalog.MODELS.get(job.model))
+        elif status.terminal:
+            error = _error_of(answer)
+        return Report(
+            status=status,
+            raw_status=raw_status,
+            progress=jobs.clamp_progress(answer.get("progress")),
+            outputs=outputs,
+            error=error,
+            cost=cost_of(body),
+            provider_job_id=str(answer.get("jobId") or job.provider_job_id),
+        )
+
+    async def _outputs(
+        self, answer: dict[str, Any], model: Model | None
+    ) -> tuple[dict[str, str], ...]:
+        metadata = answer.get("metadata")
+        asset_ids = metadata.get("assetIds") if isinstance(metadata, dict) else None
+        if not isinstance(asset_ids, list) or not asset_ids:
+            # Retryable: the poller asks again, in case the ids are written after the status.
+            raise _bad_answer("the job succeeded without metadata.assetIds", answer, retryable=True)
+        return tuple(await asyncio.gather(*(self._output(str(a), model) for a in asset_ids)))
+
+    async def _output(self, asset_id: str, model: Model | None) -> dict[str, str]:
+        """An asset's signed, temporary URL: kept exactly as given, query string and all."""
+        response = await self._get(f"/v1/assets/{asset_id}", attempts=1)
+        body = body_of(response)
+        asset = body.get("asset") if isinstance(body, dict) else None
+        url = asset.get("url") if isinstance(asset, dict) else None
+        if not isinstance(asset, dict) or not isinstance(url, str) or not url:
+            raise _bad_answer(f"asset {asset_id} has no url", body, retryable=True)
+        return {"url": url, "media_type": _media_type(url, asset.get("mimeType"), model)}
