@@ -15,7 +15,9 @@ import pytest
 
 from service import app, config
 from service.app import Relay
+from service.sim.media import MediaSim
 from service.sim.pixazo import PixazoSim
+from service.sim.scenario import ScenarioSim
 from service.sim.server import bind, serve, url_of
 
 
@@ -60,11 +62,29 @@ async def pixazo() -> AsyncIterator[PixazoSim]:
         await sim.aclose()
 
 
+@pytest.fixture
+async def scenario() -> AsyncIterator[ScenarioSim]:
+    sim = ScenarioSim(queue_seconds=0.05, process_seconds=0.25)
+    async with serve(sim.app) as url:
+        sim.base_url = url
+        yield sim
+        await sim.aclose()
+
+
+@pytest.fixture
+async def media() -> AsyncIterator[str]:
+    """Base URL of a loopback media server (GET /media/{name}?size=)."""
+    async with serve(MediaSim().app) as url:
+        yield url
+
+
 StartRelay = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture
-async def start_relay(tmp_path: Path, pixazo: PixazoSim) -> AsyncIterator[StartRelay]:
+async def start_relay(
+    tmp_path: Path, pixazo: PixazoSim, scenario: ScenarioSim
+) -> AsyncIterator[StartRelay]:
     """Factory: start a relay (env overrides as keyword arguments) against the simulators."""
     stack = contextlib.AsyncExitStack()
     count = 0
@@ -82,11 +102,18 @@ async def start_relay(tmp_path: Path, pixazo: PixazoSim) -> AsyncIterator[StartR
             "RELAY_POLL_MIN": "0.05",
             "RELAY_POLL_MAX": "0.2",
             "RELAY_CALLBACK_GRACE": "30",
+            "SCENARIO_API_KEY": scenario.api_key,
+            "SCENARIO_API_SECRET": scenario.api_secret,
+            "SCENARIO_BASE_URL": scenario.base_url,
         }
         values.update(env)
-        settings = config.load(values, env_file=None)
-        application = app.create_app(settings, workers=workers)
-        await stack.enter_async_context(serve(application, lifespan="on", sock=sock))
+        try:
+            settings = config.load(values, env_file=None)
+            application = app.create_app(settings, workers=workers)
+            await stack.enter_async_context(serve(application, lifespan="on", sock=sock))
+        except BaseException:
+            sock.close()
+            raise
         headers = {}
         if settings.api_tokens:
             headers["Authorization"] = f"Bearer {settings.api_tokens[0]}"
