@@ -39,8 +39,22 @@ class Created:
     existing: Idempotent | None
 
 
+def in_flight(tx: Tx, provider: str) -> int:
+    """Jobs of a provider that it is working on now."""
+    row = tx.one(
+        "SELECT count(*) FROM jobs WHERE provider = ? AND status IN ('queued', 'processing')",
+        (provider,),
+    )
+    return int(row[0]) if row else 0
+
+
 def create_job(
-    tx: Tx, new: NewJob, now: float, idem: tuple[str, str] | None, lease_until: float
+    tx: Tx,
+    new: NewJob,
+    now: float,
+    idem: tuple[str, str] | None,
+    lease_until: float,
+    cap: tuple[int, float] | None = None,
 ) -> Created:
     """Insert a job as `submitting` (and its idempotency key) before the provider is called."""
     if idem is not None:
@@ -70,10 +84,38 @@ def create_job(
             lease_until,
         ),
     )
+    if cap is not None and in_flight(tx, new.provider) >= cap[0]:
+        # over the provider's in-flight cap: held back and submitted by the poller later
+        tx.conn.execute(
+            "UPDATE jobs SET deferred = 1, next_poll_at = ? WHERE id = ?", (now + cap[1], new.id)
+        )
     job = tx.job(new.id)
     assert job is not None  # noqa: S101 - just inserted
-    tx.add_event(job.id, "job.created", "api", now, job.notification_data(), dedupe="created")
+    data = job.notification_data()
+    data["deferred"] = job.deferred
+    tx.add_event(job.id, "job.created", "api", now, data, dedupe="created")
+    if job.deferred and idem is not None:
+        store_answer(tx, idem[0], 202, job.public())
     return Created(job, None)
+
+
+def resume_deferred(
+    tx: Tx, job_id: str, now: float, cap: int, retry_at: float, lease_until: float
+) -> Job | None:
+    """Take a deferred job for submission if its provider has room; else push it back."""
+    job = tx.job(job_id)
+    if job is None or not job.deferred or job.status is not Status.SUBMITTING:
+        return None
+    if in_flight(tx, job.provider) >= cap:
+        tx.conn.execute(
+            "UPDATE jobs SET next_poll_at = ?, lease_owner = NULL WHERE id = ?", (retry_at, job_id)
+        )
+        return None
+    tx.conn.execute(
+        "UPDATE jobs SET deferred = 0, next_poll_at = ?, updated_at = ? WHERE id = ?",
+        (lease_until, now, job_id),
+    )
+    return tx.job(job_id)
 
 
 def store_answer(tx: Tx, idem_key: str | None, status_code: int, body: dict[str, Any]) -> None:

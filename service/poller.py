@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from service import ledger, retry
 from service.config import Settings
@@ -28,7 +28,9 @@ class Poller:
         clock: Callable[[], float],
         owner: str,
         rand: Callable[[], float] = random.random,
+        resume: Callable[[Job, float], Awaitable[None]] | None = None,
     ) -> None:
+        self._resume = resume
         self._store = store
         self._providers = providers
         self._settings = settings
@@ -50,6 +52,9 @@ class Poller:
     async def poll_one(self, provider: Provider, job: Job) -> None:
         """Poll one leased job and record what came of it."""
         now = self._clock()
+        if job.status is Status.SUBMITTING and job.deferred and self._resume is not None:
+            await self._resume(job, self._schedule(job, now))
+            return
         if job.status is Status.SUBMITTING:
             # its submission lease ran out: the process that held it died before recording
             await self._store.write(

@@ -64,6 +64,7 @@ class Job:
     poll_attempt: int
     poll_errors: int
     callback_status: str | None
+    deferred: bool = False
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -90,6 +91,7 @@ class Job:
             poll_attempt=row["poll_attempt"],
             poll_errors=row["poll_errors"],
             callback_status=row["callback_status"],
+            deferred=bool(row["deferred"]),
         )
 
     def notification_data(self) -> dict[str, Any]:
@@ -112,6 +114,8 @@ class Job:
     def public(self) -> dict[str, Any]:
         """The job as the API shows it."""
         out = self.notification_data()
+        if self.deferred:
+            out["deferred"] = True
         out["input"] = self.input
         out["webhook"] = self.webhook
         out["webhook_events_filter"] = self.webhook_events

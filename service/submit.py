@@ -13,7 +13,7 @@ from service.config import Settings
 from service.errors import ApiError
 from service.hooks import Tokens
 from service.providers.base import Provider, ProviderError
-from service.store import Idempotent, Store, Tx
+from service.store import Idempotent, Job, Store, Tx
 
 Answer = tuple[int, dict[str, Any]]
 REPLAY_WAIT = 60.0
@@ -90,17 +90,37 @@ class Submitter:
         ):
             lease_until += 1800  # the media is fetched and uploaded first
         idem = (key, digest) if key else None
+        cap = (self._settings.max_in_flight, self._settings.poll_min)
         created = await self._store.write(
-            lambda tx: ledger.create_job(tx, new, now, idem, lease_until)
+            lambda tx: ledger.create_job(tx, new, now, idem, lease_until, cap)
         )
         if created.existing is not None:
             return await self._replay(created.existing, digest)
+        if created.job is not None and created.job.deferred:
+            self._wake_poller()
+            return 202, created.job.public()
         task = asyncio.create_task(self._send(model, provider, new.id, params, key))
         if key:
             self._inflight[key] = task
             task.add_done_callback(lambda _: self._inflight.pop(key, None))
         # shielded: a caller that hangs up does not abandon a submission half way
         return await asyncio.shield(task)
+
+    def _wake_poller(self) -> None:
+        self._store.waiter("poll").set()
+
+    async def resume(self, job: Job, retry_at: float) -> None:
+        """Submit a job held back by the in-flight cap, if its provider has room now."""
+        model = catalog.MODELS[job.model]
+        provider = self._provider(model)
+        now = self._clock()
+        lease_until = now + 3 * self._settings.provider_timeout + 30 + 1800
+        cap = self._settings.max_in_flight
+        taken = await self._store.write(
+            lambda tx: ledger.resume_deferred(tx, job.id, now, cap, retry_at, lease_until)
+        )
+        if taken is not None:
+            await self._send(model, provider, job.id, job.input, None)
 
     async def _send(
         self,

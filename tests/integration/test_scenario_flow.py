@@ -173,3 +173,25 @@ async def test_wrong_scenario_credentials_are_a_clear_error(
     answer = await relay.submit(_job("scenario/upscale-v3", asset))
     assert answer.status_code == 502
     assert answer.json()["error"]["code"] == "provider_unauthorized"
+
+
+async def test_in_flight_cap_holds_jobs_back_and_submits_them_later(
+    start_relay, scenario: ScenarioSim
+) -> None:
+    scenario.process_seconds = 0.4
+    relay = await start_relay(RELAY_MAX_IN_FLIGHT="2")
+    asset = scenario.add_asset(b"x", "image/png")
+    answers = [(await relay.submit(_job("scenario/upscale-v3", asset))).json() for _ in range(5)]
+    assert [a["status"] for a in answers] == ["queued", "queued"] + ["submitting"] * 3
+    assert all(a.get("deferred") for a in answers[2:])
+    assert len(scenario.generate_calls) == 2
+    for answer in answers:
+        done = await relay.wait_status(answer["id"], TERMINAL, limit=15)
+        assert done["status"] == "succeeded"
+    # never more than two jobs running at Scenario at once
+    spans = sorted(
+        (job.started, job.started + job.queue_seconds + job.process_seconds)
+        for job in scenario.jobs.values()
+    )
+    for start, _ in spans:
+        assert sum(1 for s, e in spans if s <= start < e) <= 2

@@ -1,0 +1,3 @@
+-- Jobs held back while their provider has RELAY_MAX_IN_FLIGHT jobs running.
+ALTER TABLE jobs ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_provider_status ON jobs (provider, status);
