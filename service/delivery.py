@@ -81,11 +81,11 @@ class Deliverer:
         self._webhook_secret = webhook_secret
         self._rand = rand
         self._capacity = capacity
-        self._lease = settings.delivery_timeout + 30
+        # a send lasts at most the timeout; past twice that, its process is taken for dead
+        self._lease = 2 * settings.delivery_timeout + 5
         self._ssl = ssl.create_default_context()
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._in_flight: collections.Counter[str] = collections.Counter()
-        self._caps: dict[str, int] = {}
         self._not_before: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = store.waiter("deliveries")
@@ -116,10 +116,8 @@ class Deliverer:
             await client.aclose()
         self._clients.clear()
 
-    def _busy(self, now: float) -> list[str]:
-        busy = [k for k, n in self._in_flight.items() if k and n >= self._caps.get(k, 1)]
-        busy += [k for k, t in self._not_before.items() if t > now and k not in busy]
-        return busy
+    def _paced(self, now: float) -> list[str]:
+        return [k for k, t in self._not_before.items() if t > now]
 
     def _body(self, delivery: Delivery, sub: Subscription | None, event: Event) -> bytes:
         message = outbox.notification(event)
@@ -210,9 +208,12 @@ class Deliverer:
 
     async def _claim(self, limit: int) -> outbox.Claimed:
         now = self._clock()
-        busy = self._busy(now)
+        paced = self._paced(now)
+        in_flight = {k: n for k, n in self._in_flight.items() if k}
         owner, lease = self._owner, self._lease
-        return await self._store.write(lambda tx: outbox.claim(tx, now, limit, owner, lease, busy))
+        return await self._store.write(
+            lambda tx: outbox.claim(tx, now, limit, owner, lease, paced, in_flight)
+        )
 
     def _start(self, claimed: outbox.Claimed) -> list[asyncio.Task[None]]:
         started = []
@@ -220,8 +221,6 @@ class Deliverer:
             sub = claimed.subscriptions.get(delivery.subscription_id or "")
             event = claimed.events.get(delivery.event_id)
             key = delivery.subscription_id or ""
-            if sub is not None:
-                self._caps[key] = sub.max_in_flight
             self._in_flight[key] += 1
             if event is None:  # cannot happen: events are append-only
                 log.error("delivery %s names a missing event", delivery.id)

@@ -491,22 +491,37 @@ class Claimed:
     events: dict[int, Event]
 
 
-def claim(tx: Tx, now: float, limit: int, owner: str, lease: float, busy: Sequence[str]) -> Claimed:
-    """Lease due deliveries (the head only, for ordered destinations), skipping busy ones."""
+def claim(
+    tx: Tx,
+    now: float,
+    limit: int,
+    owner: str,
+    lease: float,
+    paced: Sequence[str],
+    in_flight: dict[str, int],
+) -> Claimed:
+    """Lease due deliveries: the head only for ordered destinations, and never more per
+    subscription than its max_in_flight less what is already in flight; `paced` ones wait."""
     rows = tx.conn.execute(
         "UPDATE deliveries SET next_attempt_at = :until, lease_owner = :owner WHERE seq IN ("
-        " SELECT d.seq FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id"
-        " WHERE d.next_attempt_at <= :now AND d.status = 'pending'"
-        " AND (d.subscription_id IS NULL OR s.status = 'active')"
-        " AND (d.ordered = 0 OR d.seq = (SELECT min(seq) FROM deliveries h"
-        "  WHERE h.subscription_id = d.subscription_id AND h.status = 'pending'))"
-        " AND coalesce(d.subscription_id, '') NOT IN (SELECT value FROM json_each(:busy))"
-        " ORDER BY d.next_attempt_at LIMIT :limit) RETURNING *",
+        " SELECT seq FROM ("
+        "  SELECT d.seq, d.next_attempt_at, row_number() OVER ("
+        "   PARTITION BY coalesce(d.subscription_id, d.seq) ORDER BY d.seq) AS rank,"
+        "   coalesce(s.max_in_flight, 1) - coalesce(json_extract(:in_flight,"
+        "   '$.' || d.subscription_id), 0) AS free"
+        "  FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id"
+        "  WHERE d.next_attempt_at <= :now AND d.status = 'pending'"
+        "  AND (d.subscription_id IS NULL OR s.status = 'active')"
+        "  AND (d.ordered = 0 OR d.seq = (SELECT min(seq) FROM deliveries h"
+        "   WHERE h.subscription_id = d.subscription_id AND h.status = 'pending'))"
+        "  AND coalesce(d.subscription_id, '') NOT IN (SELECT value FROM json_each(:paced))"
+        " ) WHERE rank <= free ORDER BY next_attempt_at LIMIT :limit) RETURNING *",
         {
             "until": now + lease,
             "owner": owner,
             "now": now,
-            "busy": dumps(list(busy)),
+            "paced": dumps(list(paced)),
+            "in_flight": dumps(in_flight),
             "limit": limit,
         },
     ).fetchall()

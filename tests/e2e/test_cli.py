@@ -25,7 +25,11 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_demo_runs_both_jobs_to_success_in_under_30_seconds(tmp_path: Path) -> None:
     started = time.monotonic()
     done = subprocess.run(  # noqa: S603
-        [EXE, "demo"], capture_output=True, text=True, timeout=60, env=_env(tmp_path),
+        [EXE, "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(tmp_path),
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -43,7 +47,11 @@ def test_help_lists_the_commands() -> None:
 def test_serve_refuses_a_public_bind_without_tokens(tmp_path: Path) -> None:
     done = subprocess.run(  # noqa: S603
         [EXE, "serve", "--host", "0.0.0.0", "--port", "0"],  # noqa: S104
-        capture_output=True, text=True, timeout=30, env=_env(tmp_path), cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_env(tmp_path),
+        cwd=tmp_path,
     )
     assert done.returncode == 2
     assert "RELAY_API_TOKENS" in done.stderr
@@ -54,8 +62,12 @@ def test_serve_on_loopback_warns_and_answers(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen(  # noqa: S603
-        [EXE, "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=_env(tmp_path), cwd=tmp_path,
+        [EXE, "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(tmp_path),
+        cwd=tmp_path,
     )
     try:
         deadline = time.monotonic() + 15
