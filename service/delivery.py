@@ -39,6 +39,8 @@ def classify(
     """(delivered, retry at, gone) for an answer; status None means no answer at all."""
     if status is not None and 200 <= status < 300:
         return True, None, False
+    if status == 429 and retry_after is not None:
+        return False, now + min(retry_after, MAX_RETRY_AFTER), False
     # Standard Webhooks: retry network errors, timeouts, 408, 429 and 5xx; redirects are
     # not followed and count as failures worth retrying; other 4xx are final.
     retryable = status is None or status in (408, 429) or status >= 500 or 300 <= status < 400
@@ -169,7 +171,8 @@ class Deliverer:
         if status is not None and not delivered:
             error = error or f"HTTP {status}"
         text = answer[:RESPONSE_KEEP].decode("utf-8", "replace") if answer else None
-        return Attempt(status, latency, text, error, delivered, retry_at, gone)
+        throttled = status == 429 and retry_after is not None
+        return Attempt(status, latency, text, error, delivered, retry_at, gone, throttled)
 
     def _pace(self, delivery: Delivery, sub: Subscription | None, response: httpx.Response) -> None:
         if sub is None:

@@ -554,6 +554,9 @@ class Attempt:
     delivered: bool
     retry_at: float | None
     gone: bool = False
+    # a 429 that said when to come back: a throttle, not a failure, so the retry schedule
+    # is not spent on it (a burst to a chat channel is delayed, never dropped)
+    throttled: bool = False
 
 
 def record_attempt(
