@@ -164,6 +164,38 @@ async def readyz(request: Request) -> Response:
     return web.JSON({"status": "ready"})
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text: jobs, deliveries and subscriptions by status, and the event count."""
+    relay: Relay = request.app.state.relay
+
+    def q(conn: Any) -> list[str]:
+        lines = [
+            "# HELP relay_jobs Jobs by provider and status.",
+            "# TYPE relay_jobs gauge",
+        ]
+        for row in conn.execute("SELECT provider, status, count(*) FROM jobs GROUP BY 1, 2"):
+            lines.append(f'relay_jobs{{provider="{row[0]}",status="{row[1]}"}} {row[2]}')
+        lines += ["# HELP relay_deliveries Deliveries by status.", "# TYPE relay_deliveries gauge"]
+        for row in conn.execute("SELECT status, count(*) FROM deliveries GROUP BY 1"):
+            lines.append(f'relay_deliveries{{status="{row[0]}"}} {row[1]}')
+        lines += [
+            "# HELP relay_subscriptions Subscriptions by status.",
+            "# TYPE relay_subscriptions gauge",
+        ]
+        for row in conn.execute("SELECT status, count(*) FROM subscriptions GROUP BY 1"):
+            lines.append(f'relay_subscriptions{{status="{row[0]}"}} {row[1]}')
+        last = conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0
+        lines += [
+            "# HELP relay_events_total Events recorded (the last cursor).",
+            "# TYPE relay_events_total counter",
+            f"relay_events_total {last}",
+        ]
+        return lines
+
+    lines = await relay.store.read(q)
+    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
 def create_app(
     settings: Settings, *, clock: Callable[[], float] = time.time, workers: bool = True
 ) -> Starlette:
@@ -186,6 +218,7 @@ def create_app(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/hooks/pixazo/{token}", hooks.pixazo_callback, methods=["POST"]),
             Mount(
                 "/v1",

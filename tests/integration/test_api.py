@@ -310,3 +310,12 @@ async def test_interrupted_submission_is_reconciled_on_start(start_relay, tmp_pa
     assert job["error"]["code"] == "submit_interrupted"
     events = await again.events("job_interrupted")
     assert events[-1]["source"] == "system"
+
+
+async def test_metrics_count_jobs_and_events(relay: Running) -> None:
+    job = (await relay.submit(IMAGE_JOB)).json()
+    await relay.wait_status(job["id"], TERMINAL)
+    async with httpx.AsyncClient(base_url=relay.url) as anon:
+        text = (await anon.get("/metrics")).text
+    assert 'relay_jobs{provider="pixazo",status="succeeded"} 1' in text
+    assert "relay_events_total " in text
