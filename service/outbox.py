@@ -93,9 +93,8 @@ class Subscription:
         )
 
     def wants(self, event_type: str, data: dict[str, Any]) -> bool:
-        """True when this subscription takes an event of this type about this job."""
-        if self.status != "active":
-            return False
+        """True when this subscription takes an event of this type about this job (a paused
+        one too: its deliveries wait and are sent when it resumes)."""
         if event_type not in self.events and "job.*" not in self.events:
             return False
         flt = self.filter or {}
@@ -243,7 +242,7 @@ class Fanout:
         row = tx.one("SELECT value FROM meta WHERE key = ?", (_VERSION_KEY,))
         version = row["value"] if row else "0"
         if version != self._version:
-            rows = tx.conn.execute("SELECT * FROM subscriptions WHERE status = 'active'")
+            rows = tx.conn.execute("SELECT * FROM subscriptions")
             self._subs = [Subscription.from_row(r) for r in rows]
             self._version = version
         return self._subs
@@ -626,7 +625,11 @@ def record_attempt(
 
 
 def retry_now(tx: Tx, delivery_id: str, now: float) -> Delivery | None:
-    """Send a delivery again now, with a fresh retry schedule."""
+    """Send a delivery again now, with a fresh retry schedule (not one whose subscription
+    was deleted: it has nowhere to go)."""
+    found = get_delivery(tx.conn, delivery_id)
+    if found is None or found.status == "canceled":
+        return found
     tx.conn.execute(
         "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, round = 0,"
         " lease_owner = NULL, updated_at = ? WHERE id = ?",

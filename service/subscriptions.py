@@ -316,6 +316,8 @@ async def retry_delivery(request: Request) -> Response:
     delivery = await relay.store.write(lambda tx: outbox.retry_now(tx, delivery_id, now))
     if delivery is None:
         raise ApiError(404, "delivery_not_found", f"no delivery {delivery_id!r}")
+    if delivery.status == "canceled":
+        raise ApiError(409, "delivery_canceled", "its subscription was deleted")
     return web.JSON(delivery.public(), status_code=202)
 
 

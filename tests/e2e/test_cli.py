@@ -35,8 +35,13 @@ def test_demo_runs_one_job_per_model_to_success_in_under_30_seconds(tmp_path: Pa
     assert done.returncode == 0, done.stdout + done.stderr
     assert time.monotonic() - started < 30
     out = done.stdout
-    for model in ("pixazo/seedvr-image", "pixazo/seedvr-video", "scenario/seedvr2-video",
-                  "scenario/magnific-video-creative", "scenario/upscale-v3"):
+    for model in (
+        "pixazo/seedvr-image",
+        "pixazo/seedvr-video",
+        "scenario/seedvr2-video",
+        "scenario/magnific-video-creative",
+        "scenario/upscale-v3",
+    ):
         assert f"{model} status=succeeded" in out, out
     assert out.count("signature verified") == 5
     assert "5 jobs finished, 5 signed notifications verified" in out

@@ -42,8 +42,15 @@ class Service:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            EXE, "serve", "--port", str(self.port), "--log-level", "warning",
-            env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            EXE,
+            "serve",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+            env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 15
         async with httpx.AsyncClient() as client:
@@ -70,16 +77,19 @@ class Service:
 @asynccontextmanager
 async def service(tmp_path: Path, **env: str) -> AsyncIterator[Service]:
     port = _free_port()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PIXAZO_",
-                                                                        "SCENARIO_"))}
-    base.update({
-        "RELAY_DATABASE": str(tmp_path / "relay.db"),
-        "RELAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "RELAY_POLL_MIN": "0.2",
-        "RELAY_POLL_MAX": "0.5",
-        "RELAY_ALLOW_PRIVATE_TARGETS": "1",
-        **env,
-    })
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PIXAZO_", "SCENARIO_"))
+    }
+    base.update(
+        {
+            "RELAY_DATABASE": str(tmp_path / "relay.db"),
+            "RELAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "RELAY_POLL_MIN": "0.2",
+            "RELAY_POLL_MAX": "0.5",
+            "RELAY_ALLOW_PRIVATE_TARGETS": "1",
+            **env,
+        }
+    )
     svc = Service(base, port)
     try:
         yield svc
@@ -95,19 +105,24 @@ async def test_sigkill_with_jobs_in_flight_then_every_job_finishes(tmp_path: Pat
         asset = scenario.add_asset(b"x", "image/png")
         async with service(
             tmp_path,
-            PIXAZO_API_KEY=pixazo.api_key, PIXAZO_BASE_URL=pixazo_url,
-            SCENARIO_API_KEY=scenario.api_key, SCENARIO_API_SECRET=scenario.api_secret,
-            SCENARIO_BASE_URL=scenario_url, RELAY_CALLBACK_GRACE="1",
+            PIXAZO_API_KEY=pixazo.api_key,
+            PIXAZO_BASE_URL=pixazo_url,
+            SCENARIO_API_KEY=scenario.api_key,
+            SCENARIO_API_SECRET=scenario.api_secret,
+            SCENARIO_BASE_URL=scenario_url,
+            RELAY_CALLBACK_GRACE="1",
         ) as svc:
             await svc.start()
             ids = []
             async with httpx.AsyncClient(base_url=svc.url) as client:
                 for i in range(10):
                     body = (
-                        {"model": "pixazo/seedvr-image",
-                         "input": {"image_url": f"https://x.example/{i}.png"}}
-                        if i % 2 else
-                        {"model": "scenario/upscale-v3", "input": {"image": asset}}
+                        {
+                            "model": "pixazo/seedvr-image",
+                            "input": {"image_url": f"https://x.example/{i}.png"},
+                        }
+                        if i % 2
+                        else {"model": "scenario/upscale-v3", "input": {"image": asset}}
                     )
                     answer = await client.post("/v1/jobs", json=body)
                     assert answer.status_code == 202, answer.text
@@ -138,8 +153,11 @@ async def test_sigkill_during_a_burst_of_deliveries_loses_none(tmp_path: Path) -
     async with serve(pixazo.app) as pixazo_url, serve(subscriber.app) as sub_url:
         pixazo.base_url = pixazo_url
         async with service(
-            tmp_path, PIXAZO_API_KEY=pixazo.api_key, PIXAZO_BASE_URL=pixazo_url,
-            RELAY_CALLBACK_GRACE="1", RELAY_RETRY_SCHEDULE="0,0.2,0.5,1,1,1",
+            tmp_path,
+            PIXAZO_API_KEY=pixazo.api_key,
+            PIXAZO_BASE_URL=pixazo_url,
+            RELAY_CALLBACK_GRACE="1",
+            RELAY_RETRY_SCHEDULE="0,0.2,0.5,1,1,1",
             RELAY_DELIVERY_TIMEOUT="1",
         ) as svc:
             await svc.start()
@@ -149,8 +167,10 @@ async def test_sigkill_during_a_burst_of_deliveries_loses_none(tmp_path: Path) -
                 )
                 subscriber.secrets = [created.json()["secret"]]
                 for i in range(30):
-                    body = {"model": "pixazo/seedvr-image",
-                            "input": {"image_url": f"https://x.example/{i}.png"}}
+                    body = {
+                        "model": "pixazo/seedvr-image",
+                        "input": {"image_url": f"https://x.example/{i}.png"},
+                    }
                     assert (await client.post("/v1/jobs", json=body)).status_code == 202
             await asyncio.sleep(0.5)
             await svc.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 from service.sim.scenario import ScenarioSim
@@ -16,8 +17,18 @@ POLL_MIN, POLL_MAX, JITTER = 1.0, 4.0, 0.2
 
 def _seed(tx: Tx, provider_ids: list[str], now: float) -> None:
     rows = [
-        (f"job_scale{i:05d}", "scenario/upscale-v3", "scenario", "processing", "{}", "{}",
-         pid, now, now, now)
+        (
+            f"job_scale{i:05d}",
+            "scenario/upscale-v3",
+            "scenario",
+            "processing",
+            "{}",
+            "{}",
+            pid,
+            now,
+            now,
+            now,
+        )
         for i, pid in enumerate(provider_ids)
     ]
     tx.conn.executemany(
@@ -39,7 +50,8 @@ async def test_ten_thousand_jobs_polled_within_the_cap_and_never_early(
         for _ in range(JOBS)
     ]
     relay: Running = await start_relay(
-        RELAY_POLL_MIN=str(POLL_MIN), RELAY_POLL_MAX=str(POLL_MAX),
+        RELAY_POLL_MIN=str(POLL_MIN),
+        RELAY_POLL_MAX=str(POLL_MAX),
         RELAY_POLL_CONCURRENCY=str(CAP),
     )
     started = time.time()
@@ -55,7 +67,7 @@ async def test_ten_thousand_jobs_polled_within_the_cap_and_never_early(
     repolled = 0
     for stamps in scenario.poll_log.values():
         repolled += len(stamps) > 1
-        for attempt, (a, b) in enumerate(zip(stamps, stamps[1:], strict=False)):
+        for attempt, (a, b) in enumerate(itertools.pairwise(stamps)):
             floor = min(POLL_MIN * 2**attempt, POLL_MAX) * (1 - JITTER)
             if b - a < floor - 0.01:
                 early.append((attempt, b - a, floor))

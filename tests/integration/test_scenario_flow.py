@@ -64,8 +64,10 @@ async def test_media_url_is_fetched_and_uploaded_first(
         sent = answer.json()["input"]
         assert (await relay.wait_status(answer.json()["id"], TERMINAL))["status"] == "succeeded"
         assert sent  # the job keeps the input as the caller gave it
-    assert all(c.json.get("image", c.json.get("video", "")).startswith("asset_")
-               for c in scenario.generate_calls)
+    assert all(
+        c.json.get("image", c.json.get("video", "")).startswith("asset_")
+        for c in scenario.generate_calls
+    )
 
 
 async def test_media_url_errors_are_clear(start_relay, scenario: ScenarioSim, media: str) -> None:
@@ -139,7 +141,8 @@ async def test_dry_run_answers_the_cost_and_creates_no_job(
 ) -> None:
     asset = scenario.add_asset(b"x", "video/mp4")
     answer = await relay.client.post(
-        "/v1/jobs", params={"dry_run": "1"},
+        "/v1/jobs",
+        params={"dry_run": "1"},
         json=_job("scenario/magnific-video-creative", asset, resolution="4k"),
     )
     assert answer.status_code == 200, answer.text
@@ -151,7 +154,8 @@ async def test_dry_run_answers_the_cost_and_creates_no_job(
     assert scenario.jobs == {}
     assert (await relay.client.get("/v1/jobs")).json()["data"] == []
     bad = await relay.client.post(
-        "/v1/jobs", params={"dry_run": "1"},
+        "/v1/jobs",
+        params={"dry_run": "1"},
         json=_job("scenario/magnific-video-creative", asset, resolution="8k"),
     )
     assert bad.status_code == 422
