@@ -214,12 +214,11 @@ def create_app(
             await stop(relay)
 
     tokens = tuple(str(t) for t in settings.api_tokens)
-    return Starlette(
+    application = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
-            Route("/hooks/pixazo/{token}", hooks.pixazo_callback, methods=["POST"]),
             Mount(
                 "/v1",
                 routes=api.ROUTES + subscriptions.ROUTES,
@@ -229,3 +228,6 @@ def create_app(
         exception_handlers={ApiError: web.api_error, HTTPException: web.http_error},
         lifespan=lifespan,
     )
+    # Callbacks are the ingest hot path: served ahead of Starlette's middleware and router.
+    application.add_middleware(hooks.PixazoCallbacks, state=application.state)
+    return application

@@ -171,29 +171,22 @@ def _transition(
         return job, events
     sets["updated_at"] = now
     assignments = ", ".join(f"{k} = ?" for k in sets)
-    tx.conn.execute(
-        f"UPDATE jobs SET {assignments} WHERE id = ?",  # noqa: S608 - fixed keys
+    row = tx.conn.execute(
+        f"UPDATE jobs SET {assignments} WHERE id = ? RETURNING *",  # noqa: S608 - fixed keys
         (*sets.values(), job.id),
-    )
-    updated = tx.job(job.id)
-    assert updated is not None  # noqa: S101
+    ).fetchone()
+    updated = Job.from_row(row)
     data = updated.notification_data()
     data["provider_status"] = report.raw_status
     if extra:
         data.update(extra)
     if moved:
         event = tx.add_event(
-            job.id, f"job.{report.status}", source, now, data, dedupe=str(report.status)
+            job.id, f"job.{report.status}", source, now, data, str(report.status), updated
         )
     elif "progress" in sets:
-        event = tx.add_event(
-            job.id,
-            "job.progress",
-            source,
-            now,
-            data,
-            dedupe=f"progress:{int(updated.progress * 10)}",
-        )
+        dedupe = f"progress:{int(updated.progress * 10)}"
+        event = tx.add_event(job.id, "job.progress", source, now, data, dedupe, updated)
     else:
         event = None
     if event is not None:
@@ -263,26 +256,35 @@ def record_callback(
     raw_status = parsed.get("status")
     status = jobs.map_pixazo(raw_status)
     request_id = parsed.get("request_id")
-    data = {"body": raw[:65536], "status": raw_status, "request_id": request_id}
-    event = tx.add_event(job_id, "callback.received", "callback", now, data, dedupe=f"cb:{digest}")
-    if event is None:
-        return "duplicate", job
+    received = {"body": raw[:65536], "status": raw_status, "request_id": request_id}
     if job.provider_job_id and request_id and request_id != job.provider_job_id:
-        tx.add_event(
-            job_id,
-            "callback.rejected",
-            "callback",
-            now,
-            {
-                "reason": "request_id_mismatch",
-                "request_id": request_id,
-                "expected": job.provider_job_id,
-            },
-            dedupe=f"rej:{digest}",
-        )
-        return "mismatch", job
+        detail = {
+            "reason": "request_id_mismatch",
+            "request_id": request_id,
+            "expected": job.provider_job_id,
+            "body": raw[:4096],
+        }
+        if tx.add_event(job_id, "callback.rejected", "callback", now, detail, f"rej:{digest}"):
+            return "mismatch", job
+        return "duplicate", job
+    if (
+        status is not None
+        and not status.terminal
+        and job.provider_job_id
+        and jobs.advance(job.status, status)
+    ):
+        # The common case: one event, the job's new state, with the raw callback inside.
+        progress = jobs.clamp_progress(parsed.get("progress"))
+        report = Report(status, str(raw_status), progress=progress)
+        updated, _ = _transition(tx, job, report, "callback", now, {"callback": received})
+        return "applied", updated
+    # Anything else is kept as received (once per distinct body) and decided by the provider.
+    if tx.add_event(job_id, "callback.received", "callback", now, received, f"cb:{digest}") is None:
+        return "duplicate", job
     if status is None or job.status.terminal:
         return "recorded", job
+    if not jobs.advance(job.status, status):
+        return "duplicate", job  # a state the job has reached or passed: nothing to apply
     if status.terminal:
         # The URL is a bearer secret: a terminal report is confirmed with the provider first.
         tx.conn.execute(
@@ -292,14 +294,9 @@ def record_callback(
         if job.provider_job_id:
             tx.signal("poll")
         return "confirm", job
-    if not job.provider_job_id:
-        # Before the submission answer: recorded now, confirmed by a poll once the id is known.
-        tx.conn.execute("UPDATE jobs SET callback_status = ? WHERE id = ?", (str(status), job_id))
-        return "recorded", job
-    progress = jobs.clamp_progress(parsed.get("progress"))
-    report = Report(status, str(raw_status), progress=progress)
-    updated, events = _transition(tx, job, report, "callback", now)
-    return ("applied" if events else "duplicate"), updated
+    # Before the submission answer: recorded now, confirmed by a poll once the id is known.
+    tx.conn.execute("UPDATE jobs SET callback_status = ? WHERE id = ?", (str(status), job_id))
+    return "recorded", job
 
 
 def reject_callback(tx: Tx, job_id: str, reason: str, now: float, detail: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import signing
-from service.store import Event, Tx, dumps, iso
+from service.store import Event, Job, Tx, dumps, iso
 
 NOTIFY_TYPES = ("job.queued", "job.processing", "job.succeeded", "job.failed", "job.canceled")
 TERMINAL_TYPES = ("job.succeeded", "job.failed", "job.canceled")
@@ -247,7 +247,7 @@ class Fanout:
             self._version = version
         return self._subs
 
-    def __call__(self, tx: Tx, event: Event) -> None:
+    def __call__(self, tx: Tx, event: Event, job: Job | None) -> None:
         if event.job_id is None or event.type not in NOTIFY_TYPES:
             return
         rows: list[tuple[Any, ...]] = []
@@ -270,25 +270,25 @@ class Fanout:
                         now,
                     )
                 )
-        job = tx.one("SELECT webhook, webhook_events FROM jobs WHERE id = ?", (event.job_id,))
-        if job is not None and job["webhook"]:
-            names = json.loads(job["webhook_events"]) if job["webhook_events"] else ["completed"]
+        if job is None:
+            job = tx.job(event.job_id)
+        if job is not None and job.webhook:
+            names = job.webhook_events or ["completed"]
             if any(event.type in JOB_FILTERS.get(n, ()) for n in names):
-                rows.append(
-                    (
-                        signing.new_message_id(),
-                        None,
-                        event.job_id,
-                        event.id,
-                        event.type,
-                        "webhook",
-                        job["webhook"],
-                        0,
-                        now,
-                        now,
-                        now,
-                    )
+                row = (
+                    signing.new_message_id(),
+                    None,
+                    event.job_id,
+                    event.id,
+                    event.type,
+                    "webhook",
+                    job.webhook,
+                    0,
+                    now,
+                    now,
+                    now,
                 )
+                rows.append(row)
         if rows:
             tx.conn.executemany(
                 "INSERT INTO deliveries (id, subscription_id, job_id, event_id, event_type, kind,"
@@ -582,11 +582,12 @@ def record_attempt(
         status, due = "failed", None
     tx.conn.execute(
         "UPDATE deliveries SET status = ?, next_attempt_at = ?, attempts = attempts + 1,"
-        " round = round + 1, last_status_code = ?, last_error = ?, updated_at = ?,"
+        " round = round + ?, last_status_code = ?, last_error = ?, updated_at = ?,"
         " delivered_at = ?, lease_owner = NULL WHERE id = ? AND status = 'pending'",
         (
             status,
             due,
+            0 if attempt.throttled else 1,
             attempt.status_code,
             attempt.error,
             now,

@@ -167,8 +167,10 @@ async def test_tolerant_parsing_keeps_the_raw_body(relay: Running, pixazo: Pixaz
     for body in ([1, 2, 3], {"status": "SOMETHING_NEW", "extra": {"x": 1}}, "just a string"):
         assert (await _post(hook, body)).status_code == 200
     received = [e for e in await relay.events(job["id"]) if e["type"] == "callback.received"]
-    assert len(received) == 4  # the PROCESSING one, then these three
-    assert json.loads(received[2]["data"]["body"])["extra"] == {"x": 1}
+    assert len(received) == 3  # the applied PROCESSING one lives in job.processing
+    assert json.loads(received[1]["data"]["body"])["extra"] == {"x": 1}
+    applied = next(e for e in await relay.events(job["id"]) if e["type"] == "job.processing")
+    assert json.loads(applied["data"]["callback"]["body"])["status"] == "PROCESSING"
     assert (await relay.client.get(f"/v1/jobs/{job['id']}")).json()["status"] == "processing"
 
 
