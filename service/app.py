@@ -192,7 +192,7 @@ async def metrics(request: Request) -> Response:
         ]
         return lines
 
-    lines = await relay.store.read(q)
+    lines = await relay.store.read(q) + relay.poller.stats.prometheus()
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 

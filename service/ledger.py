@@ -127,9 +127,34 @@ def store_answer(tx: Tx, idem_key: str | None, status_code: int, body: dict[str,
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The columns a transition decides on (cheaper to read than the whole job)."""
+
+    id: str
+    status: Status
+    progress: float
+    cost: float | None
+    provider_job_id: str | None
+    callback_status: str | None
+    next_poll_at: float | None
+
+    @classmethod
+    def read(cls, tx: Tx, job_id: str) -> Head | None:
+        """The head of a job, inside the transaction."""
+        row = tx.one(
+            "SELECT id, status, progress, cost, provider_job_id, callback_status, next_poll_at"
+            " FROM jobs WHERE id = ?",
+            (job_id,),
+        )
+        if row is None:
+            return None
+        return cls(row[0], Status(row[1]), row[2], row[3], row[4], row[5], row[6])
+
+
 def _transition(
     tx: Tx,
-    job: Job,
+    job: Job | Head,
     report: Report,
     source: Source,
     now: float,
@@ -168,7 +193,7 @@ def _transition(
     ):
         sets["progress"] = report.progress
     if not sets:
-        return job, events
+        return (job if isinstance(job, Job) else _full(tx, job.id)), events
     sets["updated_at"] = now
     assignments = ", ".join(f"{k} = ?" for k in sets)
     row = tx.conn.execute(
@@ -245,11 +270,17 @@ def fail_job(
 CallbackOutcome = Literal["applied", "duplicate", "confirm", "recorded", "mismatch", "ignored"]
 
 
+def _full(tx: Tx, job_id: str) -> Job:
+    job = tx.job(job_id)
+    assert job is not None  # noqa: S101 - the caller read it in this transaction
+    return job
+
+
 def record_callback(
     tx: Tx, job_id: str, raw: str, body: Any, digest: str, now: float
-) -> tuple[CallbackOutcome, Job | None]:
+) -> tuple[CallbackOutcome, Job | Head | None]:
     """Record a verified callback; apply what needs no confirmation, schedule what does."""
-    job = tx.job(job_id)
+    job = Head.read(tx, job_id)
     if job is None:
         return "ignored", None
     parsed = body if isinstance(body, dict) else {}
@@ -305,17 +336,29 @@ def reject_callback(tx: Tx, job_id: str, reason: str, now: float, detail: dict[s
         tx.add_event(job_id, "callback.rejected", "callback", now, {"reason": reason, **detail})
 
 
-def claim_due(tx: Tx, provider: str, now: float, limit: int, owner: str, lease: float) -> list[Job]:
+def claim_due(
+    tx: Tx,
+    provider: str,
+    now: float,
+    limit: int,
+    owner: str,
+    lease: float,
+    lateness: list[float] | None = None,
+) -> list[Job]:
     """Lease up to `limit` jobs whose poll is due (or whose submission was interrupted)."""
     # The lease is the due time itself: pushed to the lease's end, so a job whose poller
     # died becomes due again by itself, and "next due" never counts jobs being polled.
     rows = tx.conn.execute(
-        "UPDATE jobs SET lease_owner = :owner, lease_expires_at = :until, next_poll_at = :until"
+        "UPDATE jobs SET lease_owner = :owner, lease_expires_at = :until,"
+        " claimed_due = next_poll_at, next_poll_at = :until"
         " WHERE seq IN (SELECT seq FROM jobs WHERE provider = :provider"
         " AND next_poll_at IS NOT NULL AND next_poll_at <= :now"
         " ORDER BY next_poll_at LIMIT :limit) RETURNING *",
         {"owner": owner, "until": now + lease, "provider": provider, "now": now, "limit": limit},
     ).fetchall()
+    if lateness is not None:
+        # SET saw the old due time, RETURNING shows it in claimed_due
+        lateness.extend(now - r["claimed_due"] for r in rows if r["claimed_due"] is not None)
     return [Job.from_row(r) for r in rows]
 
 

@@ -17,6 +17,49 @@ from service.store import Job, Store, Tx
 log = logging.getLogger(__name__)
 
 
+class Lateness:
+    """How late polls start after their due time: count, the worst, and a few buckets."""
+
+    BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0)
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.worst = 0.0
+        self.buckets = [0] * len(self.BUCKETS)
+
+    def observe(self, seconds: float) -> None:
+        """Count one poll that started `seconds` after it was due."""
+        seconds = max(0.0, seconds)
+        self.count += 1
+        self.total += seconds
+        self.worst = max(self.worst, seconds)
+        for i, bound in enumerate(self.BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+
+    def prometheus(self) -> list[str]:
+        """The histogram in Prometheus text."""
+        name = "relay_poll_lateness_seconds"
+        lines = [
+            f"# HELP {name} How long after its due time a poll started.",
+            f"# TYPE {name} histogram",
+        ]
+        lines += [
+            f'{name}_bucket{{le="{b:g}"}} {n}'
+            for b, n in zip(self.BUCKETS, self.buckets, strict=True)
+        ]
+        lines += [
+            f'{name}_bucket{{le="+Inf"}} {self.count}',
+            f"{name}_sum {self.total:.6f}",
+            f"{name}_count {self.count}",
+            "# HELP relay_poll_lateness_max_seconds The latest a poll has started.",
+            "# TYPE relay_poll_lateness_max_seconds gauge",
+            f"relay_poll_lateness_max_seconds {self.worst:.6f}",
+        ]
+        return lines
+
+
 class Poller:
     """Polls jobs whose `next_poll_at` is due; at most `poll_concurrency` at once per provider."""
 
@@ -40,6 +83,7 @@ class Poller:
         self._lease = settings.provider_timeout + 30
         self._running: dict[str, set[asyncio.Task[None]]] = {p: set() for p in providers}
         self._wake = store.waiter("poll")
+        self.stats = Lateness()
 
     def _schedule(self, job: Job, now: float, retry_after: float | None = None) -> float:
         delay = retry.backoff(
@@ -103,9 +147,13 @@ class Poller:
         if limit <= 0:
             return []
         owner, lease = self._owner, self._lease
-        return await self._store.write(
-            lambda tx: ledger.claim_due(tx, provider, now, limit, owner, lease)
+        late: list[float] = []
+        claimed = await self._store.write(
+            lambda tx: ledger.claim_due(tx, provider, now, limit, owner, lease, late)
         )
+        for seconds in late:
+            self.stats.observe(seconds)
+        return claimed
 
     async def run_once(self, now: float | None = None) -> int:
         """Claim every due job (up to the caps) and poll them; returns how many were polled."""

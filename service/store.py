@@ -26,6 +26,17 @@ Fn = Callable[["Tx"], Any]
 EventHook = Callable[["Tx", "Event", "Job | None"], None]
 
 
+def _loads(text: str | None, empty: Any = None) -> Any:
+    """Decode a JSON column; the common empty values skip the decoder."""
+    if text is None:
+        return empty
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    return json.loads(text)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON for storage."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
@@ -75,14 +86,14 @@ class Job:
             provider=row["provider"],
             status=Status(row["status"]),
             progress=row["progress"],
-            input=json.loads(row["input"]),
-            metadata=json.loads(row["metadata"]),
-            outputs=json.loads(row["outputs"]),
-            error=json.loads(row["error"]) if row["error"] else None,
+            input=_loads(row["input"]),
+            metadata=_loads(row["metadata"]),
+            outputs=_loads(row["outputs"]),
+            error=_loads(row["error"]) if row["error"] else None,
             provider_job_id=row["provider_job_id"],
             cost=row["cost"],
             webhook=row["webhook"],
-            webhook_events=json.loads(row["webhook_events"]) if row["webhook_events"] else None,
+            webhook_events=_loads(row["webhook_events"]) if row["webhook_events"] else None,
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             finished_at=row["finished_at"],

@@ -36,9 +36,10 @@ CREATE INDEX jobs_due ON jobs (provider, next_poll_at) WHERE next_poll_at IS NOT
 CREATE UNIQUE INDEX jobs_provider_job ON jobs (provider, provider_job_id)
     WHERE provider_job_id IS NOT NULL;
 
--- The global log: its id is the cursor of GET /v1/events?after=.
+-- The global log: its id is the cursor of GET /v1/events?after=. Rows are never deleted
+-- (see the triggers), so a plain rowid key only grows: no AUTOINCREMENT bookkeeping needed.
 CREATE TABLE events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     job_id TEXT,
     type TEXT NOT NULL,
     source TEXT NOT NULL,

@@ -199,3 +199,14 @@ async def test_in_flight_cap_holds_jobs_back_and_submits_them_later(
     )
     for start, _ in spans:
         assert sum(1 for s, e in spans if s <= start < e) <= 2
+
+
+async def test_metrics_show_how_late_polls_start(relay: Running, scenario: ScenarioSim) -> None:
+    asset = scenario.add_asset(b"x", "image/png")
+    job = (await relay.submit(_job("scenario/upscale-v3", asset))).json()
+    await relay.wait_status(job["id"], TERMINAL)
+    text = (await relay.client.get("/metrics")).text
+    count = next(line for line in text.splitlines()
+                 if line.startswith("relay_poll_lateness_seconds_count"))
+    assert int(count.split()[-1]) >= 1
+    assert "relay_poll_lateness_max_seconds" in text
