@@ -206,7 +206,8 @@ async def test_metrics_show_how_late_polls_start(relay: Running, scenario: Scena
     job = (await relay.submit(_job("scenario/upscale-v3", asset))).json()
     await relay.wait_status(job["id"], TERMINAL)
     text = (await relay.client.get("/metrics")).text
-    count = next(line for line in text.splitlines()
-                 if line.startswith("relay_poll_lateness_seconds_count"))
+    count = next(
+        line for line in text.splitlines() if line.startswith("relay_poll_lateness_seconds_count")
+    )
     assert int(count.split()[-1]) >= 1
     assert "relay_poll_lateness_max_seconds" in text

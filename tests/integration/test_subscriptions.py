@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,9 +10,16 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from service.sim.server import serve
-from service.sim.subscriber import Received, Subscriber
-from tests.conftest import IMAGE_JOB, VIDEO_JOB, Running
+from tests.conftest import IMAGE_JOB, VIDEO_JOB
+from tests.integration.helpers import (
+    ServeSubscriber,
+    deliveries,
+    run_job,
+    settled,
+    subscribe,
+    until,
+    verify,
+)
 
 FAST = {
     "RELAY_ALLOW_PRIVATE_TARGETS": "1",
@@ -38,64 +42,6 @@ SPEC_DATA_KEYS = {
     "created_at",
     "updated_at",
 }
-
-ServeSubscriber = Callable[[], Awaitable[tuple[Subscriber, str]]]
-
-
-@pytest.fixture
-async def serve_subscriber() -> AsyncIterator[ServeSubscriber]:
-    """Factory: a Subscriber on its own loopback port; returns it and its base URL."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def start() -> tuple[Subscriber, str]:
-            subscriber = Subscriber()
-            url = await stack.enter_async_context(serve(subscriber.app))
-            return subscriber, url
-
-        yield start
-
-
-async def subscribe(relay: Running, url: str, **fields: Any) -> dict[str, Any]:
-    answer = await relay.client.post("/v1/subscriptions", json={"url": url, **fields})
-    assert answer.status_code == 201, answer.text
-    return answer.json()
-
-
-async def deliveries(relay: Running, **params: str) -> list[dict[str, Any]]:
-    answer = await relay.client.get("/v1/deliveries", params=params)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["data"]
-
-
-async def settled(relay: Running, count: int, limit: float = 5.0, **params: str) -> list[dict]:
-    """Wait until exactly `count` deliveries match `params` and none is pending."""
-    deadline = time.monotonic() + limit
-    while True:
-        found = await deliveries(relay, **params)
-        if len(found) == count and all(d["status"] != "pending" for d in found):
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"deliveries {params} never settled at {count}: {found}")
-        await asyncio.sleep(0.02)
-
-
-async def until(check: Callable[[], bool], limit: float = 5.0) -> None:
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
-async def run_job(relay: Running, body: dict[str, Any] = IMAGE_JOB) -> dict[str, Any]:
-    answer = await relay.submit(body)
-    assert answer.status_code == 202, answer.text
-    return await relay.wait_status(answer.json()["id"], TERMINAL)
-
-
-def verify(secret: str, received: Received) -> Any:
-    """Verify with the standardwebhooks package (raises if the signature is wrong)."""
-    return Webhook(secret).verify(received.body, received.headers)
 
 
 def problem_fields(answer: httpx.Response) -> set[str]:
