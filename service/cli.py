@@ -1,4 +1,4 @@
-"""Command line: serve | demo. Heavy imports happen inside the command that needs them."""
+"""Command line: serve | demo | submit | jobs | subscriptions | deliveries (lazy imports)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,51 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     demo = sub.add_parser("demo", help="run everything on loopback with simulated providers")
     demo.add_argument("--timeout", type=float, default=30.0, help="give up after this many s")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="the relay (default $RELAY_URL or http://127.0.0.1:8000)")
+    common.add_argument("--token", help="an API token (default $RELAY_TOKEN)")
+    submit = sub.add_parser("submit", parents=[common], help="submit a job to a running relay")
+    submit.add_argument("model", help="e.g. pixazo/seedvr-image")
+    submit.add_argument("input", nargs="*", metavar="KEY=VALUE", help="input parameters")
+    submit.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
+    submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    submit.add_argument("--timeout", type=float, default=3600.0, help="with --wait, seconds")
+    jobs = sub.add_parser("jobs", parents=[common], help="list jobs, newest first")
+    jobs.add_argument("--status")
+    jobs.add_argument("--model")
+    sub.add_parser("subscriptions", parents=[common], help="list subscriptions")
+    deliveries = sub.add_parser("deliveries", parents=[common], help="list deliveries")
+    deliveries.add_argument("--status")
+    deliveries.add_argument("--subscription", dest="subscription_id")
     return parser
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from service import client
+
+    relay = client.Client(args.url, args.token)
+    if args.command == "submit":
+        try:
+            params, meta = client.pairs(args.input), client.pairs(args.meta)
+        except ValueError as exc:
+            print(f"upscale-relay: {exc}", file=sys.stderr)
+            return 2
+        return client.submit(relay, args.model, params, meta, args.wait, args.timeout)
+    if args.command == "jobs":
+        return client.listing(
+            relay,
+            "/v1/jobs",
+            {"status": args.status, "model": args.model},
+            ["id", "status", "model", "created_at"],
+        )
+    if args.command == "subscriptions":
+        return client.listing(relay, "/v1/subscriptions", {}, ["id", "kind", "status", "url"])
+    return client.listing(
+        relay,
+        "/v1/deliveries",
+        {"status": args.status, "subscription_id": args.subscription_id},
+        ["id", "status", "event_type", "attempts", "last_status_code"],
+    )
 
 
 def _serve(host: str, port: int, log_level: str) -> int:
@@ -59,4 +103,4 @@ def main(argv: list[str] | None = None) -> int:
         from service import demo
 
         return asyncio.run(demo.run(limit=args.timeout))
-    return 2  # pragma: no cover - argparse refuses unknown commands
+    return _client_command(args)
