@@ -84,7 +84,7 @@ def provider_client(timeout: float, ssl_context: ssl.SSLContext) -> httpx.AsyncC
     return PooledClient(
         8,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+        limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
         follow_redirects=False,
         verify=ssl_context,
         headers={"User-Agent": "upscale-relay"},

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 RESPONSE_KEEP = 1024
 RESPONSE_READ = 64 * 1024
 MAX_RETRY_AFTER = 3600.0
+HOST_CONNECTIONS = 32
 
 
 def classify(
@@ -87,27 +88,33 @@ class Deliverer:
         self._lease = 2 * settings.delivery_timeout + 5
         self._ssl = ssl.create_default_context()
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._gates: dict[str, asyncio.Semaphore] = {}
         self._in_flight: collections.Counter[str] = collections.Counter()
         self._not_before: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = store.waiter("deliveries")
 
-    def _client(self, url: str) -> httpx.AsyncClient:
+    def _client(self, url: str) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
         # PERF-NOTES: one shared client collapses under concurrency; one per host does not.
+        # The gate keeps requests from queueing inside httpcore, whose pool bookkeeping grows
+        # with the square of what waits there (encode/httpx#3215).
         parts = urlsplit(url)
         key = f"{parts.scheme}://{parts.netloc}"
         client = self._clients.get(key)
         if client is None:
             client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self._settings.delivery_timeout),
-                limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+                limits=httpx.Limits(
+                    max_connections=HOST_CONNECTIONS, max_keepalive_connections=HOST_CONNECTIONS
+                ),
                 follow_redirects=False,
                 verify=self._ssl,
                 trust_env=False,
                 headers={"User-Agent": "upscale-relay"},
             )
             self._clients[key] = client
-        return client
+            self._gates[key] = asyncio.Semaphore(HOST_CONNECTIONS)
+        return client, self._gates[key]
 
     async def aclose(self) -> None:
         """Stop sending and close every client."""
@@ -147,11 +154,10 @@ class Deliverer:
             await netguard.check_target(url, allow_private=self._settings.allow_private_targets)
         except netguard.TargetRefused as exc:
             return Attempt(None, 0.0, None, f"refused: {exc}", False, None)
+        client, gate = self._client(url)
         try:
-            async with asyncio.timeout(self._settings.delivery_timeout):
-                async with self._client(url).stream(
-                    "POST", url, content=body, headers=headers
-                ) as response:
+            async with gate, asyncio.timeout(self._settings.delivery_timeout):
+                async with client.stream("POST", url, content=body, headers=headers) as response:
                     status = response.status_code
                     async for chunk in response.aiter_bytes():
                         answer += chunk

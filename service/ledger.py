@@ -362,6 +362,15 @@ def claim_due(
     return [Job.from_row(r) for r in rows]
 
 
+def next_due(tx: Tx, provider: str) -> float | None:
+    """The earliest poll time scheduled for a provider."""
+    row = tx.one(
+        "SELECT min(next_poll_at) FROM jobs WHERE provider = ? AND next_poll_at IS NOT NULL",
+        (provider,),
+    )
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def record_poll(
     tx: Tx,
     job_id: str,
@@ -415,6 +424,15 @@ def record_poll(
         (job_id, owner),
     )
     return tx.job(job_id), events
+
+
+def reschedule(tx: Tx, rows: list[tuple[float, str, str]]) -> None:
+    """Set the next poll of jobs whose poll changed nothing, and release their leases."""
+    tx.conn.executemany(
+        "UPDATE jobs SET next_poll_at = ?, poll_attempt = poll_attempt + 1, lease_owner = NULL,"
+        " lease_expires_at = NULL WHERE id = ? AND lease_owner = ? AND next_poll_at IS NOT NULL",
+        rows,
+    )
 
 
 def release(tx: Tx, job_id: str, owner: str, next_poll_at: float) -> None:
