@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import secrets
@@ -65,13 +64,26 @@ class PooledClient(httpx.AsyncClient):
     flight) from connection-pool bookkeeping; a few clients with modest pools do not.
     """
 
-    def __init__(self, size: int, **options: Any) -> None:
-        super().__init__(**options)
-        self._inner = [httpx.AsyncClient(**options) for _ in range(size)]
-        self._turn = itertools.cycle(self._inner)
+    def __init__(self, size: int, per_client: int, **options: Any) -> None:
+        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+        super().__init__(limits=limits, **options)
+        self._inner = [httpx.AsyncClient(limits=limits, **options) for _ in range(size)]
+        self._busy = [0] * size
+        self._per_client = per_client
 
     async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        return await next(self._turn).send(request, **kwargs)
+        # Fill the first client with room before the next: at a steady, light load one small
+        # pool does the work (httpcore checks each idle connection on every request), and
+        # no request ever waits inside a pool (its bookkeeping grows with the queue squared).
+        index = next(
+            (i for i, n in enumerate(self._busy) if n < self._per_client),
+            min(range(len(self._busy)), key=self._busy.__getitem__),
+        )
+        self._busy[index] += 1
+        try:
+            return await self._inner[index].send(request, **kwargs)
+        finally:
+            self._busy[index] -= 1
 
     async def aclose(self) -> None:
         for client in self._inner:
@@ -83,8 +95,8 @@ def provider_client(timeout: float, ssl_context: ssl.SSLContext) -> httpx.AsyncC
     """An HTTP client for calling a provider: pooled, bounded, no redirects."""
     return PooledClient(
         8,
+        4,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
         follow_redirects=False,
         verify=ssl_context,
         headers={"User-Agent": "upscale-relay"},

@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 RESPONSE_KEEP = 1024
 RESPONSE_READ = 64 * 1024
 MAX_RETRY_AFTER = 3600.0
-HOST_CONNECTIONS = 32
+# httpcore checks every idle connection of a pool on each request (a syscall each): keep
+# pools small. A dead subscriber holds at most its max_in_flight (4) of a host's slots.
+HOST_CONNECTIONS = 8
 
 
 def classify(
@@ -213,7 +215,10 @@ class Deliverer:
             self._in_flight[key] -= 1
             if self._in_flight[key] <= 0:
                 del self._in_flight[key]
-            self._wake.set()
+            # Each claim scans what is due: during a big fan-out, claim again once half the
+            # slots are free rather than after every single delivery.
+            if len(self._tasks) <= self._capacity // 2 + 1:
+                self._wake.set()
 
     async def _claim(self, limit: int) -> outbox.Claimed:
         now = self._clock()

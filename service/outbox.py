@@ -226,7 +226,7 @@ def _bump(tx: Tx) -> None:
 def default_pace(kind: str) -> tuple[bool, float | None, int]:
     """(ordered, messages per second, in flight) by kind: chat channels get one at a time."""
     if kind == "webhook":
-        return False, None, 8
+        return False, None, 4
     # Slack documents about one message per second per channel; the others are similar.
     return True, {"discord": 2.0}.get(kind, 1.0), 1
 

@@ -15,7 +15,7 @@ CREATE TABLE subscriptions (
     status TEXT NOT NULL DEFAULT 'active',
     paused_reason TEXT,
     rate_per_second REAL,
-    max_in_flight INTEGER NOT NULL DEFAULT 8,
+    max_in_flight INTEGER NOT NULL DEFAULT 4,
     failing_since REAL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
