@@ -39,34 +39,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _client_command(args: argparse.Namespace) -> int:
-    from service import client
-
-    relay = client.Client(args.url, args.token)
-    if args.command == "submit":
-        try:
-            params, meta = client.pairs(args.input), client.pairs(args.meta)
-        except ValueError as exc:
-            print(f"upscale-relay: {exc}", file=sys.stderr)
-            return 2
-        return client.submit(relay, args.model, params, meta, args.wait, args.timeout)
-    if args.command == "jobs":
-        return client.listing(
-            relay,
-            "/v1/jobs",
-            {"status": args.status, "model": args.model},
-            ["id", "status", "model", "created_at"],
-        )
-    if args.command == "subscriptions":
-        return client.listing(relay, "/v1/subscriptions", {}, ["id", "kind", "status", "url"])
-    return client.listing(
-        relay,
-        "/v1/deliveries",
-        {"status": args.status, "subscription_id": args.subscription_id},
-        ["id", "status", "event_type", "attempts", "last_status_code"],
-    )
-
-
 def _serve(host: str, port: int, log_level: str) -> int:
     import uvicorn
 
@@ -90,6 +62,12 @@ def _serve(host: str, port: int, log_level: str) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from service import client
+
+    return client.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

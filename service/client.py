@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -40,6 +41,10 @@ class Client:
         token = token or os.environ.get("RELAY_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=base.rstrip("/"), headers=headers, timeout=60)
+
+    def close(self) -> None:
+        """Close the connections."""
+        self.http.close()
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """One request; raises SystemExit with the error envelope's message on failure."""
@@ -102,3 +107,33 @@ def listing(client: Client, path: str, params: dict[str, Any], columns: list[str
     for item in page["data"]:
         print("  ".join(str(item.get(c, "")) for c in columns))
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a client command parsed by service.cli."""
+    relay = Client(args.url, args.token)
+    try:
+        if args.command == "submit":
+            try:
+                params, meta = pairs(args.input), pairs(args.meta)
+            except ValueError as exc:
+                print(f"upscale-relay: {exc}", file=sys.stderr)
+                return 2
+            return submit(relay, args.model, params, meta, args.wait, args.timeout)
+        if args.command == "jobs":
+            return listing(
+                relay,
+                "/v1/jobs",
+                {"status": args.status, "model": args.model},
+                ["id", "status", "model", "created_at"],
+            )
+        if args.command == "subscriptions":
+            return listing(relay, "/v1/subscriptions", {}, ["id", "kind", "status", "url"])
+        return listing(
+            relay,
+            "/v1/deliveries",
+            {"status": args.status, "subscription_id": args.subscription_id},
+            ["id", "status", "event_type", "attempts", "last_status_code"],
+        )
+    finally:
+        relay.close()

@@ -40,9 +40,10 @@ class Created:
 
 
 def in_flight(tx: Tx, provider: str) -> int:
-    """Jobs of a provider that it is working on now."""
+    """Jobs of a provider that it is working on now, or that are being submitted to it."""
     row = tx.one(
-        "SELECT count(*) FROM jobs WHERE provider = ? AND status IN ('queued', 'processing')",
+        "SELECT count(*) FROM jobs WHERE provider = ? AND (status IN ('queued', 'processing')"
+        " OR (status = 'submitting' AND deferred = 0))",
         (provider,),
     )
     return int(row[0]) if row else 0
@@ -65,6 +66,7 @@ def create_job(
             "INSERT INTO idempotency (key, request_hash, job_id, created_at) VALUES (?, ?, ?, ?)",
             (idem[0], idem[1], new.id, now),
         )
+    over = cap is not None and in_flight(tx, new.provider) >= cap[0]
     # next_poll_at doubles as the submission lease: if this process dies before the provider
     # answers, the poller finds the job due and reconciles it.
     tx.conn.execute(
@@ -84,7 +86,7 @@ def create_job(
             lease_until,
         ),
     )
-    if cap is not None and in_flight(tx, new.provider) >= cap[0]:
+    if over and cap is not None:
         # over the provider's in-flight cap: held back and submitted by the poller later
         tx.conn.execute(
             "UPDATE jobs SET deferred = 1, next_poll_at = ? WHERE id = ?", (now + cap[1], new.id)
