@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from service import ledger
+from service.errors import ApiError
 from service.sim.pixazo import PixazoSim
 from tests.conftest import IMAGE_JOB, VIDEO_JOB, Running
 
@@ -319,3 +320,14 @@ async def test_metrics_count_jobs_and_events(relay: Running) -> None:
         text = (await anon.get("/metrics")).text
     assert 'relay_jobs{provider="pixazo",status="succeeded"} 1' in text
     assert "relay_events_total " in text
+
+
+async def test_generated_secret_is_kept_across_restarts(start_relay) -> None:
+    first = await start_relay(workers=False)
+    token = first.relay.tokens.make("job_kept")
+    again = await start_relay(RELAY_DATABASE=first.settings.database, workers=False)
+    assert first.settings.secret is None  # generated, not configured
+    assert again.relay.tokens.read(token) == "job_kept"
+    other = await start_relay(workers=False)  # another database: another secret
+    with pytest.raises(ApiError):
+        other.relay.tokens.read(token)
