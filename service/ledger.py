@@ -435,12 +435,3 @@ def reschedule(tx: Tx, rows: list[tuple[float, str, str]]) -> None:
         " lease_expires_at = NULL WHERE id = ? AND lease_owner = ? AND next_poll_at IS NOT NULL",
         rows,
     )
-
-
-def release(tx: Tx, job_id: str, owner: str, next_poll_at: float) -> None:
-    """Give a leased job back without polling it (e.g. over the in-flight cap)."""
-    tx.conn.execute(
-        "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, next_poll_at = ?"
-        " WHERE id = ? AND lease_owner = ? AND next_poll_at IS NOT NULL",
-        (next_poll_at, job_id, owner),
-    )

@@ -1,4 +1,4 @@
-"""SQLite store: one group-commit writer, one reader, versioned migrations; all SQL lives here."""
+"""SQLite store: one group-commit writer, one reader, versioned migrations, the reads."""
 
 from __future__ import annotations
 
@@ -489,18 +489,6 @@ class Store:
         def q(conn: sqlite3.Connection) -> Idempotent | None:
             row = conn.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone()
             return _idem(row) if row else None
-
-        return await self.read(q)
-
-    async def count_in_flight(self, provider: str) -> int:
-        """Jobs of a provider not yet terminal."""
-
-        def q(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "SELECT count(*) FROM jobs WHERE provider = ? AND next_poll_at IS NOT NULL",
-                (provider,),
-            ).fetchone()
-            return int(row[0])
 
         return await self.read(q)
 
