@@ -13,6 +13,12 @@ from service.sim.subscriber import Received, Subscriber
 from tests.conftest import IMAGE_JOB, Running
 
 TERMINAL = {"succeeded", "failed", "canceled"}
+# Relay settings for delivery tests: loopback subscribers, retries in tenths of a second.
+FAST = {
+    "RELAY_ALLOW_PRIVATE_TARGETS": "1",
+    "RELAY_RETRY_SCHEDULE": "0,0.1,0.2",
+    "RELAY_DELIVERY_TIMEOUT": "0.5",
+}
 
 ServeSubscriber = Callable[[], Awaitable[tuple[Subscriber, str]]]
 

@@ -17,6 +17,7 @@ from service.sim.server import serve
 from service.sim.subscriber import Subscriber
 from tests.conftest import IMAGE_JOB, Running
 from tests.integration.helpers import (
+    FAST,
     ServeSubscriber,
     deliveries,
     run_job,
@@ -26,11 +27,6 @@ from tests.integration.helpers import (
     verify,
 )
 
-FAST = {
-    "RELAY_ALLOW_PRIVATE_TARGETS": "1",
-    "RELAY_RETRY_SCHEDULE": "0,0.1,0.2",
-    "RELAY_DELIVERY_TIMEOUT": "0.5",
-}
 TERMINAL = {"succeeded", "failed", "canceled"}
 
 

@@ -12,6 +12,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import IMAGE_JOB, VIDEO_JOB
 from tests.integration.helpers import (
+    FAST,
     ServeSubscriber,
     deliveries,
     run_job,
@@ -21,11 +22,6 @@ from tests.integration.helpers import (
     verify,
 )
 
-FAST = {
-    "RELAY_ALLOW_PRIVATE_TARGETS": "1",
-    "RELAY_RETRY_SCHEDULE": "0,0.1,0.2",
-    "RELAY_DELIVERY_TIMEOUT": "0.5",
-}
 TERMINAL = {"succeeded", "failed", "canceled"}
 TERMINAL_EVENTS = ["job.succeeded", "job.failed", "job.canceled"]
 # SPEC "Outgoing notifications": the keys of `data`.

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.sim.pixazo import PixazoSim
 from service.sim.server import serve
+from tests.unit.conftest import Swap
 
 KEY = {"Ocp-Apim-Subscription-Key": "sim-pixazo-key"}
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -45,35 +46,12 @@ class Receiver:
         return self.bodies
 
 
-class Swap:
-    """The module's one server hands each request to the current test's app.
-
-    Each uvicorn shutdown costs 0.1-0.2 s, so the tests share one server and loop.
-    """
-
-    def __init__(self) -> None:
-        self.app: ASGIApp | None = None
-        self.url = ""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self.app is not None
-        await self.app(scope, receive, send)
-
-
 def _with_receiver(app: ASGIApp, receiver: Receiver) -> ASGIApp:
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         target = receiver.app if scope.get("path", "").startswith("/hook") else app
         await target(scope, receive, send)
 
     return route
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def server() -> AsyncIterator[Swap]:
-    swap = Swap()
-    async with serve(swap) as url:
-        swap.url = url
-        yield swap
 
 
 @pytest.fixture

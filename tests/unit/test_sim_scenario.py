@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.sim.media import MediaSim
 from service.sim.scenario import PART_SIZE, ScenarioSim
-from service.sim.server import serve
+from tests.unit.conftest import Swap
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -25,35 +25,12 @@ UPSCALE_V3 = "/v1/generate/custom/model_upscale-v3"
 TERMINAL = {"success", "failure", "failed", "canceled"}
 
 
-class Swap:
-    """The module's one server hands each request to the current test's app.
-
-    Each uvicorn shutdown costs 0.1-0.2 s, so the tests share one server and loop.
-    """
-
-    def __init__(self) -> None:
-        self.app: ASGIApp | None = None
-        self.url = ""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self.app is not None
-        await self.app(scope, receive, send)
-
-
 def _with_media(app: ASGIApp, media: MediaSim) -> ASGIApp:
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         target = media.app if scope.get("path", "").startswith("/media/") else app
         await target(scope, receive, send)
 
     return route
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def server() -> AsyncIterator[Swap]:
-    swap = Swap()
-    async with serve(swap) as url:
-        swap.url = url
-        yield swap
 
 
 @pytest.fixture
