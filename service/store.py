@@ -421,12 +421,11 @@ class Store:
         """The stored value of `key`, storing `make()` first when there is none."""
 
         def unit(tx: Tx) -> str:
+            # OR IGNORE: two processes starting on a new database keep the first one's value
+            tx.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, make()))
             row = tx.one("SELECT value FROM meta WHERE key = ?", (key,))
-            if row:
-                return str(row["value"])
-            value = make()
-            tx.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
-            return value
+            assert row is not None  # noqa: S101 - inserted or already there
+            return str(row["value"])
 
         return await self.write(unit)
 
