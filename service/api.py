@@ -156,21 +156,16 @@ async def all_events(request: Request) -> Response:
     after = _int(request, "after", 0)
     limit = _int(request, "limit", 100, 1, MAX_LIMIT)
     wait = _int(request, "wait", 0, 0, 60)
-    events = await relay.store.events(after=after, limit=limit)
-    if not events and wait:
-        waiter = relay.store.waiter("events")
-        deadline = asyncio.get_running_loop().time() + wait
-        while not events:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            waiter.clear()
-            events = await relay.store.events(after=after, limit=limit)
-            if events:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), timeout=remaining)
-            events = await relay.store.events(after=after, limit=limit)
+    waiter = relay.store.waiter("events")
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        waiter.clear()  # before reading, so a commit in between still wakes the wait below
+        events = await relay.store.events(after=after, limit=limit)
+        remaining = deadline - asyncio.get_running_loop().time()
+        if events or remaining <= 0:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter.wait(), timeout=remaining)
     return _page(events, limit, after)
 
 

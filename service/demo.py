@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import tempfile
@@ -186,5 +185,4 @@ async def run(limit: float = 30.0) -> int:
                 f"\ndemo: {len(jobs)} jobs finished, {len(subscriber.received)} signed "
                 f"notifications verified, in {elapsed:.1f}s"
             )
-    await asyncio.sleep(0)
     return 0
