@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from service import api, hooks, outbox, signing, subscriptions, web
+from service import api, hooks, logs, outbox, signing, subscriptions, web
 from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError
@@ -215,6 +215,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        logs.redact_access_log()
         relay = await start(settings, clock)
         app.state.relay = relay
         if workers:

@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(host: str, port: int, log_level: str) -> int:
     import uvicorn
 
-    from service import app, config
+    from service import app, config, logs
 
     try:
         settings = config.load()
@@ -50,7 +50,7 @@ def _serve(host: str, port: int, log_level: str) -> int:
     except config.ConfigError as exc:
         print(f"upscale-relay: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(log_level)
     if warning:
         logging.getLogger("service").warning(warning)
     uvicorn.run(
@@ -58,6 +58,7 @@ def _serve(host: str, port: int, log_level: str) -> int:
         host=host,
         port=port,
         log_level=log_level,
+        log_config=None,  # uvicorn's loggers propagate to ours: one format, timestamps included
         proxy_headers=True,
         timeout_graceful_shutdown=10,
     )

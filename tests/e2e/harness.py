@@ -1,0 +1,101 @@
+"""`upscale-relay serve` in a subprocess, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+EXE = str(Path(sys.executable).with_name("upscale-relay"))
+TERMINAL = {"succeeded", "failed", "canceled"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Service:
+    """`upscale-relay serve` in a subprocess on a fixed port and database."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        port: int,
+        log_level: str = "warning",
+        log: IO[bytes] | None = None,
+    ) -> None:
+        self.env = env
+        self.port = port
+        self.log_level = log_level
+        self.log = log
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            EXE,
+            "serve",
+            "--port",
+            str(self.port),
+            "--log-level",
+            self.log_level,
+            env=self.env,
+            stdout=self.log or asyncio.subprocess.DEVNULL,
+            stderr=self.log or asyncio.subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        async with httpx.AsyncClient() as client:
+            while True:
+                try:
+                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the service did not start"
+                await asyncio.sleep(0.05)
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+
+@asynccontextmanager
+async def service(
+    tmp_path: Path, *, log_level: str = "warning", log: IO[bytes] | None = None, **env: str
+) -> AsyncIterator[Service]:
+    port = _free_port()
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PIXAZO_", "SCENARIO_"))
+    }
+    base.update(
+        {
+            "RELAY_DATABASE": str(tmp_path / "relay.db"),
+            "RELAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "RELAY_POLL_MIN": "0.2",
+            "RELAY_POLL_MAX": "0.5",
+            "RELAY_ALLOW_PRIVATE_TARGETS": "1",
+            **env,
+        }
+    )
+    svc = Service(base, port, log_level, log)
+    try:
+        yield svc
+    finally:
+        await svc.stop()
