@@ -96,6 +96,11 @@ class Poller:
         self._running: dict[str, set[asyncio.Task[None]]] = {p: set() for p in providers}
         self._wake = store.waiter("poll")
         self._slot_freed = asyncio.Event()
+        # Set when a finished poll schedules its job before the loop's planned wake-up: a
+        # job alone in flight must not wait for RELAY_POLL_MAX (its lease end is "due").
+        self._sooner = asyncio.Event()
+        self._wake_at: float | None = None  # while sleeping: when the loop will wake
+        self._earliest = float("inf")  # while working: the earliest time a poll scheduled
         # Due jobs are gathered for up to a tick and claimed together: one transaction for
         # many polls instead of one each. A tick is at most 2.5% of the shortest interval.
         self._tick = min(0.05, settings.poll_min / 40)
@@ -108,7 +113,12 @@ class Poller:
         )
         if retry_after is not None:
             delay = max(delay, min(retry_after, self._settings.poll_max * 4))
-        return now + delay
+        due = now + delay
+        if self._wake_at is None:
+            self._earliest = min(self._earliest, due)
+        elif due < self._wake_at:
+            self._sooner.set()
+        return due
 
     async def poll_one(self, provider: Provider, job: Job) -> None:
         """Poll one leased job and record what came of it."""
@@ -226,12 +236,20 @@ class Poller:
         await self._store.write(lambda tx: ledger.reschedule(tx, rows))
 
     async def _sleep(self, seconds: float, hungry: bool) -> None:
-        waits = [asyncio.ensure_future(self._wake.wait())]
+        now = self._clock()
+        seconds = min(seconds, max(self._tick, self._earliest - now))
+        self._earliest = float("inf")
+        self._wake_at = now + seconds
+        waits = [
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self._sooner.wait()),
+        ]
         if hungry:
             waits.append(asyncio.ensure_future(self._slot_freed.wait()))
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._wake_at = None
             for waiting in waits:
                 waiting.cancel()
 
@@ -242,6 +260,7 @@ class Poller:
             while True:
                 self._wake.clear()
                 self._slot_freed.clear()
+                self._sooner.clear()
                 sleep_for = self._settings.poll_max
                 # Hungry: some provider has due jobs waiting for a free slot, so the end of a
                 # poll matters; otherwise polls end unheeded (a wake per poll costs queries).
