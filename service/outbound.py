@@ -40,8 +40,8 @@ _LARGE_BODY = 1024 * 1024
 _BODY_CHUNK = 256 * 1024
 
 
-class _Refusal(OSError):
-    """Carries a TargetRefused through aiohttp, which wraps resolver OSErrors."""
+class Refused(OSError):
+    """The resolver's refusal: an OSError, as aiohttp expects, carrying the TargetRefused."""
 
     def __init__(self, refused: netguard.TargetRefused) -> None:
         super().__init__(str(refused))
@@ -70,7 +70,7 @@ class GuardedResolver(AbstractResolver):
         try:
             checked = netguard.check_addresses(host, addresses, allow_private=self._allow_private)
         except netguard.TargetRefused as exc:
-            raise _Refusal(exc) from None
+            raise Refused(exc) from None
         return [
             {
                 "hostname": host,
@@ -116,7 +116,7 @@ def translate(exc: Exception, request: httpx.Request) -> Exception | None:
     """The exception callers should see instead of ``exc``, or None to let it through."""
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, _Refusal):
+        if isinstance(cause, Refused):
             return cause.refused
         cause = cause.__cause__
     original = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
