@@ -149,6 +149,7 @@ class Deliverer:
         ids = {"delivery": delivery.id, "subscription": delivery.subscription_id or ""}
         ids["job"] = delivery.job_id or ""
         try:
+            # A request waits at its host's gate before its timeout starts, not in the pool.
             async with (
                 self.clients.use(f"{parts.scheme}://{parts.netloc}") as (client, gate),
                 gate,
