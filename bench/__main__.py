@@ -23,6 +23,7 @@ BENCHMARKS = {
     "polling": "4. Polling at scale",
     "biglog": "5. Big log",
     "startup": "6. Start-up",
+    "httpclients": "7. HTTP clients",
 }
 
 

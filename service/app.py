@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from service import api, hooks, logs, outbox, signing, subscriptions, web
+from service import api, hooks, logs, netguard, outbound, outbox, signing, subscriptions, web
 from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError
@@ -49,6 +49,9 @@ class Relay:
     webhook_secret: str
     providers: dict[str, Provider]
     clients: list[httpx.AsyncClient]
+    # Every lookup of a user-chosen target goes through this (tests inject a fake):
+    # `netguard.check_target(url, allow_private=..., resolve=relay.resolve)`.
+    resolve: netguard.Resolver = netguard.system_resolve
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -57,53 +60,11 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-class PooledClient(httpx.AsyncClient):
-    """An AsyncClient that sends through several inner clients in turn.
-
-    PERF-NOTES: one httpx client collapses under concurrency (~300 requests/s at 64 in
-    flight) from connection-pool bookkeeping; a few clients with modest pools do not.
-    """
-
-    def __init__(self, size: int, per_client: int, **options: Any) -> None:
-        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
-        super().__init__(limits=limits, **options)
-        self._inner = [httpx.AsyncClient(limits=limits, **options) for _ in range(size)]
-        self._busy = [0] * size
-        self._per_client = per_client
-
-    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
-        # Fill the first client with room before the next: at a steady, light load one small
-        # pool does the work (httpcore checks each idle connection on every request), and
-        # no request ever waits inside a pool (its bookkeeping grows with the queue squared).
-        index = next(
-            (i for i, n in enumerate(self._busy) if n < self._per_client),
-            min(range(len(self._busy)), key=self._busy.__getitem__),
-        )
-        self._busy[index] += 1
-        try:
-            return await self._inner[index].send(request, **kwargs)
-        finally:
-            self._busy[index] -= 1
-
-    async def aclose(self) -> None:
-        for client in self._inner:
-            await client.aclose()
-        await super().aclose()
-
-
-def provider_client(timeout: float, ssl_context: ssl.SSLContext) -> httpx.AsyncClient:
-    """An HTTP client for calling a provider: pooled, bounded, no redirects."""
-    return PooledClient(
-        8,
-        4,
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        follow_redirects=False,
-        verify=ssl_context,
-        headers={"User-Agent": "upscale-relay"},
-    )
-
-
-async def start(settings: Settings, clock: Callable[[], float]) -> Relay:
+async def start(
+    settings: Settings,
+    clock: Callable[[], float],
+    resolve: netguard.Resolver = netguard.system_resolve,
+) -> Relay:
     """Open the store, resolve the secret, build providers and workers (not started)."""
     store = await Store.open(settings.database)
     secret = (
@@ -118,26 +79,44 @@ async def start(settings: Settings, clock: Callable[[], float]) -> Relay:
     clients: list[httpx.AsyncClient] = []
     providers: dict[str, Provider] = {}
     if settings.pixazo_api_key is not None:
-        client = provider_client(settings.provider_timeout, ssl_context)
+        client = outbound.provider_client(settings.provider_timeout, ssl_context)
         clients.append(client)
         providers["pixazo"] = Pixazo(client, settings.pixazo_base_url, str(settings.pixazo_api_key))
     if settings.scenario_api_key is not None and settings.scenario_api_secret is not None:
-        client = provider_client(settings.provider_timeout, ssl_context)
-        clients.append(client)
+        client = outbound.provider_client(settings.provider_timeout, ssl_context)
+        # Media URLs are the user's: fetched through the guarded client, never the provider's.
+        media_client = outbound.guarded_client(
+            settings.provider_timeout,
+            ssl_context,
+            allow_private=settings.allow_private_targets,
+            resolve=resolve,
+        )
+        clients += [client, media_client]
         providers["scenario"] = Scenario(
             client,
             settings.scenario_base_url,
             str(settings.scenario_api_key),
             str(settings.scenario_api_secret),
             settings.scenario_project_id,
+            media_client=media_client,
             allow_private_media=settings.allow_private_targets,
+            resolve=resolve,
         )
     owner = owner_id()
     submitter = Submitter(store, providers, settings, tokens, clock)
     poller = Poller(store, providers, settings, clock, owner, resume=submitter.resume)
-    deliverer = Deliverer(store, settings, clock, owner, webhook_secret)
+    deliverer = Deliverer(store, settings, clock, owner, webhook_secret, resolve=resolve)
     return Relay(
-        settings, store, tokens, submitter, poller, deliverer, webhook_secret, providers, clients
+        settings,
+        store,
+        tokens,
+        submitter,
+        poller,
+        deliverer,
+        webhook_secret,
+        providers,
+        clients,
+        resolve,
     )
 
 
@@ -209,14 +188,21 @@ async def metrics(request: Request) -> Response:
 
 
 def create_app(
-    settings: Settings, *, clock: Callable[[], float] = time.time, workers: bool = True
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    workers: bool = True,
+    resolve: netguard.Resolver = netguard.system_resolve,
 ) -> Starlette:
-    """The ASGI app. With workers=False nothing polls or delivers (tests step them by hand)."""
+    """The ASGI app. With workers=False nothing polls or delivers (tests step them by hand).
+
+    `resolve` answers every lookup of a user-chosen target (tests pass a fake DNS).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         logs.redact_access_log()
-        relay = await start(settings, clock)
+        relay = await start(settings, clock, resolve)
         app.state.relay = relay
         if workers:
             relay.tasks.append(asyncio.create_task(relay.poller.run_forever(), name="poller"))

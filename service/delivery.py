@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from service import netguard, notify, outbox, retry, signing
+from service import netguard, notify, outbound, outbox, retry, signing
 from service.config import Settings
 from service.outbox import Attempt, Delivery, Subscription
 from service.store import Event, Store, Tx
@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 RESPONSE_KEEP = 1024
 RESPONSE_READ = 64 * 1024
 MAX_RETRY_AFTER = 3600.0
-# httpcore checks every idle connection of a pool on each request (a syscall each): keep
-# pools small. A dead subscriber holds at most its max_in_flight (4) of a host's slots.
+# A dead subscriber holds at most its max_in_flight (4) of a host's slots.
 HOST_CONNECTIONS = 8
 
 
@@ -78,6 +77,8 @@ class Deliverer:
         webhook_secret: str,
         rand: Callable[[], float] = random.random,
         capacity: int = 512,
+        resolve: netguard.Resolver | None = None,
+        max_hosts: int = outbound.MAX_HOSTS,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -88,44 +89,31 @@ class Deliverer:
         self._capacity = capacity
         # a send lasts at most the timeout; past twice that, its process is taken for dead
         self._lease = 2 * settings.delivery_timeout + 5
-        self._ssl = ssl.create_default_context()
-        self._clients: dict[str, httpx.AsyncClient] = {}
-        self._gates: dict[str, asyncio.Semaphore] = {}
+        ssl_context = ssl.create_default_context()
+        # One client per destination host (its own pool and gate), the least recently used
+        # closed past max_hosts: per-job webhooks may name any number of hosts.
+        self.clients = outbound.HostClients(
+            lambda: outbound.guarded_client(
+                settings.delivery_timeout,
+                ssl_context,
+                allow_private=settings.allow_private_targets,
+                resolve=resolve,
+                connections=HOST_CONNECTIONS,
+            ),
+            HOST_CONNECTIONS,
+            max_hosts,
+        )
         self._in_flight: collections.Counter[str] = collections.Counter()
         self._not_before: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = store.waiter("deliveries")
-
-    def _client(self, url: str) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        # PERF-NOTES: one shared client collapses under concurrency; one per host does not.
-        # The gate keeps requests from queueing inside httpcore, whose pool bookkeeping grows
-        # with the square of what waits there (encode/httpx#3215).
-        parts = urlsplit(url)
-        key = f"{parts.scheme}://{parts.netloc}"
-        client = self._clients.get(key)
-        if client is None:
-            client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._settings.delivery_timeout),
-                limits=httpx.Limits(
-                    max_connections=HOST_CONNECTIONS, max_keepalive_connections=HOST_CONNECTIONS
-                ),
-                follow_redirects=False,
-                verify=self._ssl,
-                trust_env=False,
-                headers={"User-Agent": "upscale-relay"},
-            )
-            self._clients[key] = client
-            self._gates[key] = asyncio.Semaphore(HOST_CONNECTIONS)
-        return client, self._gates[key]
 
     async def aclose(self) -> None:
         """Stop sending and close every client."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        await self.clients.aclose()
 
     def _paced(self, now: float) -> list[str]:
         return [k for k, t in self._not_before.items() if t > now]
@@ -153,20 +141,33 @@ class Deliverer:
         error: str | None = None
         retry_after: float | None = None
         try:
-            await netguard.check_target(url, allow_private=self._settings.allow_private_targets)
+            # The shape only: the address is checked as the connection is made (outbound).
+            netguard.check_url_shape(url)
         except netguard.TargetRefused as exc:
             return Attempt(None, 0.0, None, f"refused: {exc}", False, None)
-        client, gate = self._client(url)
+        parts = urlsplit(url)
+        ids = {"delivery": delivery.id, "subscription": delivery.subscription_id or ""}
+        ids["job"] = delivery.job_id or ""
         try:
-            async with gate, asyncio.timeout(self._settings.delivery_timeout):
-                async with client.stream("POST", url, content=body, headers=headers) as response:
-                    status = response.status_code
-                    async for chunk in response.aiter_bytes():
-                        answer += chunk
-                        if len(answer) >= RESPONSE_READ:
-                            break
-                    retry_after = retry_after_of(response, answer, delivery.kind)
-                    self._pace(delivery, sub, response)
+            # A request waits at its host's gate before its timeout starts, not in the pool.
+            async with (
+                self.clients.use(f"{parts.scheme}://{parts.netloc}") as (client, gate),
+                gate,
+                asyncio.timeout(self._settings.delivery_timeout),
+                client.stream(
+                    "POST", url, content=body, headers=headers, extensions={outbound.IDS: ids}
+                ) as response,
+            ):
+                status = response.status_code
+                async for chunk in response.aiter_bytes():
+                    answer += chunk
+                    if len(answer) >= RESPONSE_READ:
+                        break
+                retry_after = retry_after_of(response, answer, delivery.kind)
+                self._pace(delivery, sub, response)
+        except netguard.TargetRefused as exc:
+            latency = (time.perf_counter() - started) * 1000
+            return Attempt(None, latency, None, f"refused: {exc}", False, None)
         except (httpx.HTTPError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
             if isinstance(exc, TimeoutError) or isinstance(exc, httpx.TimeoutException):

@@ -142,11 +142,16 @@ async def fetch(
     max_bytes: int,
     allow_private: bool,
     deadline: float = FETCH_DEADLINE,
+    resolve: netguard.Resolver | None = None,
 ) -> Fetched:
-    """Download `url` within `max_bytes`, refusing private targets and the wrong media kind."""
+    """Download `url` within `max_bytes`, refusing private targets and the wrong media kind.
+
+    `client` should come from `outbound.guarded_client`: the early check below resolves the
+    name, and only the guarded client's resolver makes sure the connection goes there too.
+    """
     try:
         async with asyncio.timeout(deadline):
-            return await _fetch(client, url, kind, max_bytes, allow_private)
+            return await _fetch(client, url, kind, max_bytes, allow_private, resolve)
     except TimeoutError:
         raise MediaUnreachable(
             f"{shown(url)} did not finish downloading within {deadline:g} s"
@@ -154,13 +159,18 @@ async def fetch(
 
 
 async def _fetch(
-    client: httpx.AsyncClient, url: str, kind: Kind, max_bytes: int, allow_private: bool
+    client: httpx.AsyncClient,
+    url: str,
+    kind: Kind,
+    max_bytes: int,
+    allow_private: bool,
+    resolve: netguard.Resolver | None,
 ) -> Fetched:
     # Redirects are followed by hand, at most MAX_REDIRECTS, so that every hop's target is
     # checked by netguard before it is contacted: media hosts often redirect to a CDN.
     for _ in range(MAX_REDIRECTS + 1):
         try:
-            await netguard.check_target(url, allow_private=allow_private)
+            await netguard.check_target(url, allow_private=allow_private, resolve=resolve)
         except netguard.TargetRefused as exc:
             raise MediaRefused(f"media URL refused: {exc}") from None
         try:
@@ -179,6 +189,9 @@ async def _fetch(
                 content_type = _content_type(response, url, kind)
                 data = await _read(response, url, max_bytes)
                 return Fetched(data, content_type, _name(url, content_type))
+        except netguard.TargetRefused as exc:
+            # The guarded client's resolver saw another answer than the check above.
+            raise MediaRefused(f"media URL refused: {exc}") from None
         except httpx.HTTPError as exc:
             raise MediaUnreachable(
                 f"cannot download {shown(url)}: {type(exc).__name__}: {exc}".rstrip(": ")

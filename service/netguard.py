@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+ALLOW_PRIVATE = "RELAY_ALLOW_PRIVATE_TARGETS"
 
 _V4, _V6 = ipaddress.IPv4Network, ipaddress.IPv6Network
 
@@ -58,13 +59,14 @@ _HOSTNAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
 class TargetRefused(ValueError):
     """The webhook target is not allowed."""
 
-    def __init__(self, host: str, reason: str) -> None:
+    def __init__(self, host: str, reason: str, *, private: bool = False) -> None:
         # Only the host is named: the full URL may carry a token in its path or query.
         self.host = host
         self.reason = reason
-        super().__init__(
-            f"target {host!r} refused: {reason}" if host else f"target refused: {reason}"
-        )
+        message = f"target {host!r} refused: {reason}" if host else f"target refused: {reason}"
+        if private:
+            message += f" (set {ALLOW_PRIVATE}=1 to allow private targets)"
+        super().__init__(message)
 
 
 def check_url_shape(url: str) -> None:
@@ -127,13 +129,33 @@ def is_forbidden_ip(ip: IPAddress) -> str | None:
     return None if ip.is_global else "not globally routable"
 
 
-async def _default_resolve(host: str, port: int) -> list[str]:
+async def system_resolve(host: str, port: int) -> list[str]:
+    """The addresses of ``host`` from the system resolver (getaddrinfo)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def check_addresses(host: str, addresses: list[str], *, allow_private: bool) -> list[IPAddress]:
+    """The answers for ``host`` as addresses; TargetRefused if any is forbidden or not an IP."""
+    checked: list[IPAddress] = []
+    for address in addresses:
+        ip = _ip_literal(address)
+        if ip is None:
+            raise TargetRefused(host, f"cannot resolve (resolver returned {address!r})")
+        reason = None if allow_private else is_forbidden_ip(ip)
+        if reason is not None:
+            # One forbidden answer refuses the host: a rebinding name mixes public and private.
+            raise TargetRefused(host, f"resolves to {reason} address {address}", private=True)
+        checked.append(ip)
+    return checked
 
 
 async def check_target(url: str, *, allow_private: bool, resolve: Resolver | None = None) -> None:
-    """Raise TargetRefused unless ``url`` is well formed and every address of its host is public."""
+    """Raise TargetRefused unless ``url`` is well formed and every address of its host is public.
+
+    An early check (when a target is given); the connection itself is guarded again by
+    `outbound.GuardedResolver`, since a name may resolve differently the second time.
+    """
     check_url_shape(url)
     if allow_private:
         return
@@ -143,19 +165,13 @@ async def check_target(url: str, *, allow_private: bool, resolve: Resolver | Non
     if literal is not None:
         reason = is_forbidden_ip(literal)
         if reason is not None:
-            raise TargetRefused(host, f"{reason} address")
+            raise TargetRefused(host, f"{reason} address", private=True)
         return
     port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     try:
-        addresses = await (resolve or _default_resolve)(host, port)
+        addresses = await (resolve or system_resolve)(host, port)
     except (OSError, UnicodeError) as exc:
         raise TargetRefused(host, f"cannot resolve ({exc})") from None
     if not addresses:
         raise TargetRefused(host, "cannot resolve (no addresses)")
-    for address in addresses:
-        ip = _ip_literal(address)
-        if ip is None:
-            raise TargetRefused(host, f"cannot resolve (resolver returned {address!r})")
-        reason = is_forbidden_ip(ip)
-        if reason is not None:
-            raise TargetRefused(host, f"resolves to {reason} address {address}")
+    check_addresses(host, addresses, allow_private=False)

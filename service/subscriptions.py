@@ -40,7 +40,12 @@ def _relay(request: Request) -> Relay:
 
 
 async def _check_fields(
-    body: Any, *, creating: bool, kind: str | None, allow_private: bool
+    body: Any,
+    *,
+    creating: bool,
+    kind: str | None,
+    allow_private: bool,
+    resolve: netguard.Resolver | None = None,
 ) -> tuple[dict[str, Any], list[Problem]]:
     """Validate a subscription body (whole for POST, partial for PATCH)."""
     if not isinstance(body, dict):
@@ -61,7 +66,7 @@ async def _check_fields(
             problems.append(Problem("url", "must be a string"))
         else:
             try:
-                await netguard.check_target(url, allow_private=allow_private)
+                await netguard.check_target(url, allow_private=allow_private, resolve=resolve)
                 out["url"] = url
             except netguard.TargetRefused as exc:
                 problems.append(Problem("url", str(exc)))
@@ -153,7 +158,11 @@ async def create(request: Request) -> Response:
     body = await web.read_json(request, relay.settings.max_body_bytes)
     kind = body.get("kind", "webhook") if isinstance(body, dict) else None
     fields, problems = await _check_fields(
-        body, creating=True, kind=kind, allow_private=relay.settings.allow_private_targets
+        body,
+        creating=True,
+        kind=kind,
+        allow_private=relay.settings.allow_private_targets,
+        resolve=relay.resolve,
     )
     if problems:
         raise invalid(problems)
@@ -201,7 +210,11 @@ async def patch(request: Request) -> Response:
     if isinstance(body, dict):
         body = {k: v for k, v in body.items() if k != "kind"}
     changes, problems = await _check_fields(
-        body, creating=False, kind=sub.kind, allow_private=relay.settings.allow_private_targets
+        body,
+        creating=False,
+        kind=sub.kind,
+        allow_private=relay.settings.allow_private_targets,
+        resolve=relay.resolve,
     )
     if problems:
         raise invalid(problems)

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from service import jobs
+from service import jobs, outbound
 from service.catalog import Model
 from service.jobs import Report
 from service.providers.base import ProviderError, body_of, with_retries
@@ -101,7 +101,10 @@ class Pixazo:
                 retryable=False,
             )
         url = f"{self._base}/v2/requests/status/{job.provider_job_id}"
+        ids = {outbound.IDS: {"job": job.id}}
         response = await with_retries(
-            lambda: self._client.get(url, headers=self._headers()), "pixazo", attempts=1
+            lambda: self._client.get(url, headers=self._headers(), extensions=ids),
+            "pixazo",
+            attempts=1,
         )
         return parse_status(body_of(response), job.provider_job_id)

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from service import catalog, jobs, media
+from service import catalog, jobs, media, netguard, outbound
 from service.catalog import Model
 from service.jobs import Report
 from service.providers.base import ProviderError, body_of, with_retries
@@ -81,6 +81,7 @@ class Scenario:
         *,
         media_client: httpx.AsyncClient | None = None,
         allow_private_media: bool = False,
+        resolve: netguard.Resolver | None = None,
         max_image_bytes: int = media.MAX_IMAGE_BYTES,
         max_video_bytes: int = media.MAX_VIDEO_BYTES,
         upload_poll_interval: float = 0.5,
@@ -93,14 +94,16 @@ class Scenario:
         self._project_id = project_id
         self._params = {"projectId": project_id} if project_id else {}
         self._allow_private_media = allow_private_media
+        self._resolve = resolve
         self._max_bytes = {"image": max_image_bytes, "video": max_video_bytes}
         self._upload_poll_interval = upload_poll_interval
         self._upload_timeout = upload_timeout
 
-    async def _get(self, path: str, *, attempts: int = 3) -> httpx.Response:
+    async def _get(self, path: str, job: Job, *, attempts: int = 3) -> httpx.Response:
         url = self._base + path
+        ids = {outbound.IDS: {"job": job.id}}
         return await with_retries(
-            lambda: self._client.get(url, params=self._params, auth=self._auth),
+            lambda: self._client.get(url, params=self._params, auth=self._auth, extensions=ids),
             self.name,
             attempts=attempts,
         )
@@ -117,6 +120,7 @@ class Scenario:
             kind=kind,
             max_bytes=self._max_bytes[kind],
             allow_private=self._allow_private_media,
+            resolve=self._resolve,
         )
         asset_id = await media.upload(
             self._client,
@@ -185,7 +189,7 @@ class Scenario:
                 http_status=409,
                 retryable=False,
             )
-        response = await self._get(f"/v1/jobs/{job.provider_job_id}", attempts=1)
+        response = await self._get(f"/v1/jobs/{job.provider_job_id}", job, attempts=1)
         body = body_of(response)
         answer = body.get("job") if isinstance(body, dict) else None
         if not isinstance(body, dict) or not isinstance(answer, dict):
@@ -197,7 +201,7 @@ class Scenario:
         outputs: tuple[dict[str, str], ...] = ()
         error = None
         if status is jobs.Status.SUCCEEDED:
-            outputs = await self._outputs(answer, catalog.MODELS.get(job.model))
+            outputs = await self._outputs(answer, job)
         elif status.terminal:
             error = _error_of(answer)
         return Report(
@@ -210,19 +214,18 @@ class Scenario:
             provider_job_id=str(answer.get("jobId") or job.provider_job_id),
         )
 
-    async def _outputs(
-        self, answer: dict[str, Any], model: Model | None
-    ) -> tuple[dict[str, str], ...]:
+    async def _outputs(self, answer: dict[str, Any], job: Job) -> tuple[dict[str, str], ...]:
         metadata = answer.get("metadata")
         asset_ids = metadata.get("assetIds") if isinstance(metadata, dict) else None
         if not isinstance(asset_ids, list) or not asset_ids:
             # Retryable: the poller asks again, in case the ids are written after the status.
             raise _bad_answer("the job succeeded without metadata.assetIds", answer, retryable=True)
-        return tuple(await asyncio.gather(*(self._output(str(a), model) for a in asset_ids)))
+        return tuple(await asyncio.gather(*(self._output(str(a), job) for a in asset_ids)))
 
-    async def _output(self, asset_id: str, model: Model | None) -> dict[str, str]:
+    async def _output(self, asset_id: str, job: Job) -> dict[str, str]:
         """An asset's signed, temporary URL: kept exactly as given, query string and all."""
-        response = await self._get(f"/v1/assets/{asset_id}", attempts=1)
+        model = catalog.MODELS.get(job.model)
+        response = await self._get(f"/v1/assets/{asset_id}", job, attempts=1)
         body = body_of(response)
         asset = body.get("asset") if isinstance(body, dict) else None
         url = asset.get("url") if isinstance(asset, dict) else None

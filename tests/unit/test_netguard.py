@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 
+import httpx
 import pytest
 
-from service import netguard
+from service import netguard, outbound
 from service.netguard import TargetRefused
 
 
@@ -201,6 +203,10 @@ async def test_localhost_resolving_to_loopback_is_refused() -> None:
         await netguard.check_target("http://localhost:9000/h", allow_private=False, resolve=fake)
     assert info.value.host == "localhost"
     assert info.value.reason == "resolves to loopback address 127.0.0.1"
+    assert str(info.value) == (
+        "target 'localhost' refused: resolves to loopback address 127.0.0.1"
+        " (set RELAY_ALLOW_PRIVATE_TARGETS=1 to allow private targets)"
+    )
     assert fake.calls == [("localhost", 9000)]  # type: ignore[attr-defined]
 
 
@@ -251,3 +257,98 @@ async def test_default_resolver_on_localhost() -> None:
     # The real getaddrinfo, on the one name that resolves to loopback from /etc/hosts.
     with pytest.raises(TargetRefused, match="resolves to loopback address"):
         await netguard.check_target("http://localhost:1/", allow_private=False)
+
+
+def test_only_address_refusals_mention_the_switch() -> None:
+    # Allowing private targets would not make a bad scheme or a failed lookup work.
+    with pytest.raises(TargetRefused) as info:
+        netguard.check_url_shape("ftp://hooks.example.com/")
+    assert "RELAY_ALLOW_PRIVATE_TARGETS" not in str(info.value)
+
+
+# the resolver in the connection path (outbound.GuardedResolver)
+
+
+async def test_guarded_resolver_hands_aiohttp_only_checked_addresses() -> None:
+    fake = resolver({"hooks.example.com": ["93.184.216.34", "2606:4700::1111"]})
+    guard = outbound.GuardedResolver(fake, allow_private=False)
+    answers = await guard.resolve("hooks.example.com", 443)
+    assert [(a["host"], a["port"], a["family"]) for a in answers] == [
+        ("93.184.216.34", 443, socket.AF_INET),
+        ("2606:4700::1111", 443, socket.AF_INET6),
+    ]
+    assert {a["hostname"] for a in answers} == {"hooks.example.com"}
+    assert fake.calls == [("hooks.example.com", 443)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("answers", "reason"),
+    [
+        (["127.0.0.1"], "resolves to loopback address 127.0.0.1"),
+        (["93.184.216.34", "10.0.0.7"], "resolves to private address 10.0.0.7"),
+        (["2606:4700::1111", "169.254.169.254"], "resolves to link-local address 169.254.169.254"),
+        (["::ffff:127.0.0.1"], "resolves to loopback address ::ffff:127.0.0.1"),
+        (["not-an-ip"], "cannot resolve (resolver returned 'not-an-ip')"),
+    ],
+)
+async def test_guarded_resolver_refuses_a_host_with_any_forbidden_answer(
+    answers: list[str], reason: str
+) -> None:
+    guard = outbound.GuardedResolver(resolver({"rebind.example": answers}), allow_private=False)
+    with pytest.raises(outbound.Refused) as info:
+        await guard.resolve("rebind.example", 80)
+    # aiohttp wraps resolver OSErrors; the transport unwraps this one into the refusal.
+    assert isinstance(info.value, OSError)
+    assert info.value.refused.host == "rebind.example"
+    assert info.value.refused.reason == reason
+
+
+async def test_guarded_resolver_lookup_failures_stay_network_errors() -> None:
+    # A failed lookup may be temporary: it is an OSError aiohttp reports as a connect error.
+    guard = outbound.GuardedResolver(resolver({"empty.example": []}), allow_private=False)
+    with pytest.raises(OSError, match="no addresses") as info:
+        await guard.resolve("empty.example", 80)
+    assert not isinstance(info.value, outbound.Refused)
+    with pytest.raises(socket.gaierror):
+        await guard.resolve("unknown.example", 80)
+
+
+async def test_guarded_resolver_allows_private_when_told() -> None:
+    fake = resolver({"localhost": ["127.0.0.1"]})
+    guard = outbound.GuardedResolver(fake, allow_private=True)
+    assert [a["host"] for a in await guard.resolve("localhost", 80)] == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:1/x?token=t", "loopback address"),
+        ("http://[::1]:1/x", "loopback address"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local address"),
+        ("http://10.1.2.3/x", "private address"),
+        ("http://[::ffff:10.0.0.1]/x", "private address"),
+    ],
+)
+async def test_guarded_client_refuses_forbidden_literals_before_connecting(
+    url: str, reason: str
+) -> None:
+    # aiohttp never asks the resolver about an IP literal: the transport checks each request.
+    context = ssl.create_default_context()
+    async with outbound.guarded_client(
+        1.0, context, allow_private=False, resolve=must_not_resolve
+    ) as client:
+        with pytest.raises(TargetRefused) as info:
+            await client.get(url)
+    assert info.value.reason == reason
+    assert "RELAY_ALLOW_PRIVATE_TARGETS" in str(info.value)
+    assert "/x" not in str(info.value) and "token" not in str(info.value)
+
+
+async def test_guarded_client_refuses_a_name_through_its_resolver() -> None:
+    context = ssl.create_default_context()
+    fake = resolver({"rebind.example": ["93.184.216.34", "127.0.0.1"]})
+    async with outbound.guarded_client(1.0, context, allow_private=False, resolve=fake) as client:
+        with pytest.raises(TargetRefused, match=re.escape("loopback address 127.0.0.1")):
+            await client.post("http://rebind.example:8080/hook/secret", content=b"{}")
+        with pytest.raises(httpx.ConnectError):  # an unknown name: a retryable network error
+            await client.get("http://unknown.example/")
