@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from service import api, hooks, outbox, signing, subscriptions, web
 from service.config import Settings
 from service.delivery import Deliverer
-from service.errors import ApiError
+from service.errors import ApiError, StorageUnavailable
 from service.poller import Poller
 from service.providers.base import Provider
 from service.providers.pixazo import Pixazo
@@ -159,8 +159,11 @@ async def healthz(request: Request) -> Response:
     return web.JSON({"status": "ok"})
 
 
+READY_WRITE_TIMEOUT = 2.0
+
+
 async def readyz(request: Request) -> Response:
-    """Readiness: the database answers and the workers run."""
+    """Readiness: the database answers and takes a write, and the workers run."""
     relay: Relay | None = getattr(request.app.state, "relay", None)
     problems: list[str] = []
     if relay is None:
@@ -168,6 +171,12 @@ async def readyz(request: Request) -> Response:
     else:
         try:
             await relay.store.read(lambda conn: conn.execute("SELECT 1").fetchone())
+            # a probe write, committed: "ready" must mean that writes succeed now
+            await asyncio.wait_for(relay.store.probe(), READY_WRITE_TIMEOUT)
+        except StorageUnavailable as exc:
+            problems.append(f"database: {exc.reason}")
+        except TimeoutError:
+            problems.append(f"database: a write took over {READY_WRITE_TIMEOUT:g} s")
         except Exception as exc:
             problems.append(f"database: {exc}")
         problems.extend(f"worker {t.get_name()} stopped" for t in relay.tasks if t.done())
@@ -237,7 +246,11 @@ def create_app(
                 middleware=[Middleware(api.BearerAuth, tokens=tokens)],
             ),
         ],
-        exception_handlers={ApiError: web.api_error, HTTPException: web.http_error},
+        exception_handlers={
+            ApiError: web.api_error,
+            StorageUnavailable: web.api_error,  # 503 storage_unavailable, in the envelope
+            HTTPException: web.http_error,
+        },
         lifespan=lifespan,
     )
     # Callbacks are the ingest hot path: served ahead of Starlette's middleware and router.

@@ -39,6 +39,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_database(path: str) -> str | None:
+    """Why the database cannot be opened and written, or None when it can."""
+    import asyncio
+
+    from service.errors import StorageUnavailable
+    from service.store import Store
+
+    try:
+        asyncio.run(Store.check(path))
+    except StorageUnavailable as exc:
+        return exc.reason
+    return None
+
+
 def _serve(host: str, port: int, log_level: str) -> int:
     import uvicorn
 
@@ -50,6 +64,13 @@ def _serve(host: str, port: int, log_level: str) -> int:
     except config.ConfigError as exc:
         print(f"upscale-relay: {exc}", file=sys.stderr)
         return 2
+    # Checked before uvicorn starts: a failed lifespan would print a traceback, not a reason.
+    reason = _check_database(settings.database)
+    if reason is not None:
+        print(
+            f"upscale-relay: cannot use the database {settings.database}: {reason}", file=sys.stderr
+        )
+        return 1
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if warning:
         logging.getLogger("service").warning(warning)
