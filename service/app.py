@@ -205,6 +205,12 @@ async def metrics(request: Request) -> Response:
         ]
         for row in conn.execute("SELECT status, count(*) FROM subscriptions GROUP BY 1"):
             lines.append(f'relay_subscriptions{{status="{row[0]}"}} {row[1]}')
+        dropped = conn.execute("SELECT sum(callbacks_dropped) FROM jobs").fetchone()[0] or 0
+        lines += [
+            "# HELP relay_callbacks_dropped_total Callbacks counted but not stored (per-job cap).",
+            "# TYPE relay_callbacks_dropped_total counter",
+            f"relay_callbacks_dropped_total {dropped}",
+        ]
         last = conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0
         lines += [
             "# HELP relay_events_total Events recorded (the last cursor).",
