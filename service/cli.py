@@ -56,7 +56,7 @@ def _check_database(path: str) -> str | None:
 def _serve(host: str, port: int, log_level: str) -> int:
     import uvicorn
 
-    from service import app, config
+    from service import app, config, httpserver
 
     try:
         settings = config.load()
@@ -81,6 +81,7 @@ def _serve(host: str, port: int, log_level: str) -> int:
         log_level=log_level,
         proxy_headers=True,
         timeout_graceful_shutdown=10,
+        http=httpserver.protocol(settings.header_timeout, settings.max_header_bytes),
     )
     return 0
 

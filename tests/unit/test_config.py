@@ -147,6 +147,12 @@ def test_secrets_are_not_shown_by_repr() -> None:
         assert value not in shown
 
 
+def test_http_header_limits() -> None:
+    assert (load().header_timeout, load().max_header_bytes) == (10.0, 32 * 1024)
+    settings = load(RELAY_HEADER_TIMEOUT="2.5", RELAY_MAX_HEADER_BYTES="65536")
+    assert (settings.header_timeout, settings.max_header_bytes) == (2.5, 65536)
+
+
 # -- .env --------------------------------------------------------------------------------------
 
 
@@ -221,6 +227,9 @@ def test_bad_value_in_env_file_is_refused(tmp_path: Path) -> None:
         ("RELAY_RETRY_SCHEDULE", "0,inf"),
         ("RELAY_PUBLIC_URL", "relay.example.com"),
         ("RELAY_PUBLIC_URL", "ftp://relay.example.com"),
+        ("RELAY_HEADER_TIMEOUT", "0"),
+        ("RELAY_HEADER_TIMEOUT", "soon"),
+        ("RELAY_MAX_HEADER_BYTES", "100"),
     ],
 )
 def test_bad_value_raises_config_error_naming_the_variable(name: str, raw: str) -> None:
