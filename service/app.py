@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import secrets
@@ -188,6 +189,19 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """Prometheus text: jobs, deliveries and subscriptions by status, and the event count."""
     relay: Relay = request.app.state.relay
+    token = relay.settings.metrics_token
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if not (
+            scheme.lower() == "bearer"
+            and hmac.compare_digest(given.strip().encode(), str(token).encode())
+        ):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "`Authorization: Bearer <RELAY_METRICS_TOKEN>` is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     def q(conn: Any) -> list[str]:
         lines = [

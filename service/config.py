@@ -45,6 +45,7 @@ class Settings:
     delivery_timeout: float = 10.0
     allow_private_targets: bool = False
     pause_after: float = 5 * 86400.0
+    metrics_token: Secret | None = None
     # Not in the public table: tuning knobs with sensible defaults.
     poll_concurrency: int = 32
     max_in_flight: int = 10000
@@ -143,6 +144,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
         pause_after=number("RELAY_PAUSE_AFTER", d.pause_after, 1),
         poll_concurrency=int(number("RELAY_POLL_CONCURRENCY", d.poll_concurrency, 1)),
         max_in_flight=int(number("RELAY_MAX_IN_FLIGHT", d.max_in_flight, 1)),
+        metrics_token=secret("RELAY_METRICS_TOKEN"),
         header_timeout=number("RELAY_HEADER_TIMEOUT", d.header_timeout, 0.1),
         max_header_bytes=int(number("RELAY_MAX_HEADER_BYTES", d.max_header_bytes, 1024)),
     )

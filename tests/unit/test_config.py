@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.datastructures import Secret
 
 from service import config
 from service.config import ConfigError, Settings
@@ -134,9 +135,11 @@ def test_secrets_are_not_shown_by_repr() -> None:
         PIXAZO_API_KEY="pixazo-key-value",
         SCENARIO_API_KEY="scenario-key-value",
         SCENARIO_API_SECRET="scenario-secret-value",
+        RELAY_METRICS_TOKEN="metrics-token-value",
     )
     shown = repr(settings) + str(settings)
     for value in (
+        "metrics-token-value",
         "relay-secret-value",
         "token-one",
         "token-two",
@@ -145,6 +148,13 @@ def test_secrets_are_not_shown_by_repr() -> None:
         "scenario-secret-value",
     ):
         assert value not in shown
+
+
+def test_metrics_token_is_a_secret_and_off_by_default() -> None:
+    assert load().metrics_token is None
+    assert load(RELAY_METRICS_TOKEN="  ").metrics_token is None
+    token = load(RELAY_METRICS_TOKEN=" m3trics ").metrics_token
+    assert isinstance(token, Secret) and str(token) == "m3trics"
 
 
 def test_http_header_limits() -> None:
