@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import socket
 import sqlite3
@@ -180,3 +181,62 @@ def test_serve_creates_a_private_database(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_serve_on_a_full_disk_answers_503_and_recovers_without_loss(tmp_path: Path) -> None:
+    """A file-size limit on the real process: SQLite's writes fail as on a full disk."""
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit is not installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    limit = 1024 * 1024  # the -wal file cannot grow past this
+    proc = subprocess.Popen(  # noqa: S603
+        ["prlimit", f"--fsize={limit}:", EXE, "serve", "--port", str(port)],  # noqa: S607
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path, RELAY_ALLOW_PRIVATE_TARGETS="1"),
+        cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.05)
+        created: list[str] = []
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for n in range(5000):
+                body = {"url": f"http://127.0.0.1:9/{n}", "description": "d" * 500}
+                answer = client.post("/v1/subscriptions", json=body)
+                if answer.status_code != 201:
+                    break
+                created.append(answer.json()["id"])
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["content-type"] == "application/json"
+            assert answer.json()["error"]["code"] == "storage_unavailable"
+            assert client.get("/readyz").status_code == 503
+            assert len(created) > 10, "the disk filled before anything was stored"
+            resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+            assert client.get("/readyz").status_code == 200
+            assert client.post("/v1/subscriptions", json={"url": f"{url}/x"}).status_code == 201
+            listed: set[str] = set()
+            cursor = None
+            while True:
+                params = {"limit": 500} | ({"cursor": cursor} if cursor else {})
+                page = client.get("/v1/subscriptions", params=params).json()
+                listed |= {s["id"] for s in page["data"]}
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    break
+            assert set(created) <= listed  # every acknowledged subscription is there
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert "refuses writes" in err
