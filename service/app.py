@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import secrets
@@ -25,7 +26,7 @@ from starlette.routing import Mount, Route
 from service import api, hooks, logs, netguard, outbound, outbox, signing, subscriptions, web
 from service.config import Settings
 from service.delivery import Deliverer
-from service.errors import ApiError
+from service.errors import ApiError, StorageUnavailable
 from service.poller import Poller
 from service.providers.base import Provider
 from service.providers.pixazo import Pixazo
@@ -138,8 +139,11 @@ async def healthz(request: Request) -> Response:
     return web.JSON({"status": "ok"})
 
 
+READY_WRITE_TIMEOUT = 2.0
+
+
 async def readyz(request: Request) -> Response:
-    """Readiness: the database answers and the workers run."""
+    """Readiness: the database answers and takes a write, and the workers run."""
     relay: Relay | None = getattr(request.app.state, "relay", None)
     problems: list[str] = []
     if relay is None:
@@ -147,6 +151,12 @@ async def readyz(request: Request) -> Response:
     else:
         try:
             await relay.store.read(lambda conn: conn.execute("SELECT 1").fetchone())
+            # a probe write, committed: "ready" must mean that writes succeed now
+            await asyncio.wait_for(relay.store.probe(), READY_WRITE_TIMEOUT)
+        except StorageUnavailable as exc:
+            problems.append(f"database: {exc.reason}")
+        except TimeoutError:
+            problems.append(f"database: a write took over {READY_WRITE_TIMEOUT:g} s")
         except Exception as exc:
             problems.append(f"database: {exc}")
         problems.extend(f"worker {t.get_name()} stopped" for t in relay.tasks if t.done())
@@ -158,6 +168,19 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """Prometheus text: jobs, deliveries and subscriptions by status, and the event count."""
     relay: Relay = request.app.state.relay
+    token = relay.settings.metrics_token
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if not (
+            scheme.lower() == "bearer"
+            and hmac.compare_digest(given.strip().encode(), str(token).encode())
+        ):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "`Authorization: Bearer <RELAY_METRICS_TOKEN>` is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     def q(conn: Any) -> list[str]:
         lines = [
@@ -175,6 +198,12 @@ async def metrics(request: Request) -> Response:
         ]
         for row in conn.execute("SELECT status, count(*) FROM subscriptions GROUP BY 1"):
             lines.append(f'relay_subscriptions{{status="{row[0]}"}} {row[1]}')
+        dropped = conn.execute("SELECT sum(callbacks_dropped) FROM jobs").fetchone()[0] or 0
+        lines += [
+            "# HELP relay_callbacks_dropped_total Callbacks counted but not stored (per-job cap).",
+            "# TYPE relay_callbacks_dropped_total counter",
+            f"relay_callbacks_dropped_total {dropped}",
+        ]
         last = conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0
         lines += [
             "# HELP relay_events_total Events recorded (the last cursor).",
@@ -224,7 +253,11 @@ def create_app(
                 middleware=[Middleware(api.BearerAuth, tokens=tokens)],
             ),
         ],
-        exception_handlers={ApiError: web.api_error, HTTPException: web.http_error},
+        exception_handlers={
+            ApiError: web.api_error,
+            StorageUnavailable: web.api_error,  # 503 storage_unavailable, in the envelope
+            HTTPException: web.http_error,
+        },
         lifespan=lifespan,
     )
     # Callbacks are the ingest hot path: served ahead of Starlette's middleware and router.

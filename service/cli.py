@@ -39,10 +39,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_database(path: str) -> str | None:
+    """Why the database cannot be opened and written, or None when it can."""
+    import asyncio
+
+    from service.errors import StorageUnavailable
+    from service.store import Store
+
+    try:
+        asyncio.run(Store.check(path))
+    except StorageUnavailable as exc:
+        return exc.reason
+    return None
+
+
 def _serve(host: str, port: int, log_level: str) -> int:
     import uvicorn
 
-    from service import app, config, logs
+    from service import app, config, httpserver, logs
 
     try:
         settings = config.load()
@@ -50,6 +64,13 @@ def _serve(host: str, port: int, log_level: str) -> int:
     except config.ConfigError as exc:
         print(f"upscale-relay: {exc}", file=sys.stderr)
         return 2
+    # Checked before uvicorn starts: a failed lifespan would print a traceback, not a reason.
+    reason = _check_database(settings.database)
+    if reason is not None:
+        print(
+            f"upscale-relay: cannot use the database {settings.database}: {reason}", file=sys.stderr
+        )
+        return 1
     logs.configure(log_level)
     if warning:
         logging.getLogger("service").warning(warning)
@@ -61,6 +82,7 @@ def _serve(host: str, port: int, log_level: str) -> int:
         log_config=None,  # uvicorn's loggers propagate to ours: one format, timestamps included
         proxy_headers=True,
         timeout_graceful_shutdown=10,
+        http=httpserver.protocol(settings.header_timeout, settings.max_header_bytes),
     )
     return 0
 

@@ -45,11 +45,15 @@ class Settings:
     delivery_timeout: float = 10.0
     allow_private_targets: bool = False
     pause_after: float = 5 * 86400.0
+    metrics_token: Secret | None = None
     # Not in the public table: tuning knobs with sensible defaults.
     poll_concurrency: int = 32
     max_in_flight: int = 10000
     provider_timeout: float = 30.0
     max_body_bytes: int = 1024 * 1024
+    # HTTP server: a request's line and headers must arrive within this time and size
+    header_timeout: float = 10.0
+    max_header_bytes: int = 32 * 1024
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -140,6 +144,9 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
         pause_after=number("RELAY_PAUSE_AFTER", d.pause_after, 1),
         poll_concurrency=int(number("RELAY_POLL_CONCURRENCY", d.poll_concurrency, 1)),
         max_in_flight=int(number("RELAY_MAX_IN_FLIGHT", d.max_in_flight, 1)),
+        metrics_token=secret("RELAY_METRICS_TOKEN"),
+        header_timeout=number("RELAY_HEADER_TIMEOUT", d.header_timeout, 0.1),
+        max_header_bytes=int(number("RELAY_MAX_HEADER_BYTES", d.max_header_bytes, 1024)),
     )
     if settings.poll_max < settings.poll_min:
         problems.append("RELAY_POLL_MAX must be >= RELAY_POLL_MIN")

@@ -33,3 +33,17 @@ class ApiError(RelayError):
     def body(self) -> dict[str, Any]:
         """The JSON envelope."""
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class StorageUnavailable(ApiError):
+    """The database refuses writes (full disk, read-only or unreadable file): try again later."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            503,
+            "storage_unavailable",
+            "the database cannot store this now; nothing was changed, try again later",
+            details={"reason": reason},
+            headers={"Retry-After": "5"},
+        )
+        self.reason = reason

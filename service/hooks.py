@@ -110,8 +110,13 @@ class PixazoCallbacks:
         except ExpiredToken as exc:
             if exc.job_id:
                 expired = exc.job_id
+                try:
+                    seen = await _read_body(scope, receive, relay.settings.max_body_bytes)
+                except ApiError:
+                    seen = b""  # too large or cut short: all such replays are one
+                late = store.body_hash(seen)
                 await relay.store.write(
-                    lambda tx: ledger.reject_callback(tx, expired, "token_expired", now, {})
+                    lambda tx: ledger.reject_callback(tx, expired, "token_expired", now, {}, late)
                 )
             raise
         raw = await _read_body(scope, receive, relay.settings.max_body_bytes)
@@ -119,8 +124,11 @@ class PixazoCallbacks:
             body = web.parse_json(raw)
         except ApiError:
             text = raw[:4096].decode("utf-8", "replace")
+            bad = store.body_hash(raw)
             await relay.store.write(
-                lambda tx: ledger.reject_callback(tx, job_id, "invalid_json", now, {"body": text})
+                lambda tx: ledger.reject_callback(
+                    tx, job_id, "invalid_json", now, {"body": text}, bad
+                )
             )
             raise
         text = raw.decode("utf-8", "replace")

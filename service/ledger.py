@@ -269,13 +269,59 @@ def fail_job(
     return updated
 
 
-CallbackOutcome = Literal["applied", "duplicate", "confirm", "recorded", "mismatch", "ignored"]
+CallbackOutcome = Literal[
+    "applied", "duplicate", "confirm", "recorded", "mismatch", "ignored", "dropped"
+]
+
+# One job's callbacks add at most CALLBACK_EVENTS events to the log, and at most
+# CALLBACK_EVENTS_LATE of them once the job has ended: a leaked callback URL cannot grow the
+# log without bound. Past that, callbacks are still answered and acted on, but only counted
+# (jobs.callbacks_dropped), announced once by a `callback.dropped` event.
+CALLBACK_EVENTS = 50
+CALLBACK_EVENTS_LATE = 5
+Kept = Literal["stored", "duplicate", "dropped"]
 
 
 def _full(tx: Tx, job_id: str) -> Job:
     job = tx.job(job_id)
     assert job is not None  # noqa: S101 - the caller read it in this transaction
     return job
+
+
+def _keep_callback(
+    tx: Tx, job_id: str, ended: bool, type_: str, now: float, data: dict[str, Any], dedupe: str
+) -> Kept:
+    """Store a callback's event once per dedupe key, within the job's callback budget."""
+    row = tx.one("SELECT callback_events, callback_events_late FROM jobs WHERE id = ?", (job_id,))
+    stored, late = (row[0], row[1]) if row else (0, 0)
+    if stored < CALLBACK_EVENTS and (not ended or late < CALLBACK_EVENTS_LATE):
+        if tx.add_event(job_id, type_, "callback", now, data, dedupe) is None:
+            return "duplicate"
+        tx.conn.execute(
+            "UPDATE jobs SET callback_events = callback_events + 1,"
+            " callback_events_late = callback_events_late + ? WHERE id = ?",
+            (int(ended), job_id),
+        )
+        return "stored"
+    if tx.one("SELECT 1 FROM events WHERE job_id = ? AND dedupe = ?", (job_id, dedupe)):
+        return "duplicate"
+    tx.conn.execute(
+        "UPDATE jobs SET callbacks_dropped = callbacks_dropped + 1 WHERE id = ?", (job_id,)
+    )
+    tx.add_event(
+        job_id,
+        "callback.dropped",
+        "system",
+        now,
+        {
+            "reason": "callback_limit",
+            "message": "this job's callbacks are no longer stored, only counted",
+            "limit": CALLBACK_EVENTS,
+            "limit_after_end": CALLBACK_EVENTS_LATE,
+        },
+        dedupe="dropped",
+    )
+    return "dropped"
 
 
 def record_callback(
@@ -290,6 +336,7 @@ def record_callback(
     status = jobs.map_pixazo(raw_status)
     request_id = parsed.get("request_id")
     received = {"body": raw[:65536], "status": raw_status, "request_id": request_id}
+    ended = job.status.terminal
     if job.provider_job_id and request_id and request_id != job.provider_job_id:
         detail = {
             "reason": "request_id_mismatch",
@@ -297,9 +344,8 @@ def record_callback(
             "expected": job.provider_job_id,
             "body": raw[:4096],
         }
-        if tx.add_event(job_id, "callback.rejected", "callback", now, detail, f"rej:{digest}"):
-            return "mismatch", job
-        return "duplicate", job
+        kept = _keep_callback(tx, job_id, ended, "callback.rejected", now, detail, f"rej:{digest}")
+        return ("duplicate" if kept == "duplicate" else "mismatch"), job
     if (
         status is not None
         and not status.terminal
@@ -312,12 +358,16 @@ def record_callback(
         updated, _ = _transition(tx, job, report, "callback", now, {"callback": received})
         return "applied", updated
     # Anything else is kept as received (once per distinct body) and decided by the provider.
-    if tx.add_event(job_id, "callback.received", "callback", now, received, f"cb:{digest}") is None:
+    kept = _keep_callback(tx, job_id, ended, "callback.received", now, received, f"cb:{digest}")
+    if kept == "duplicate":
         return "duplicate", job
-    if status is None or job.status.terminal:
-        return "recorded", job
+    done: CallbackOutcome = "recorded" if kept == "stored" else "dropped"
+    if status is None or ended:
+        return done, job
     if not jobs.advance(job.status, status):
         return "duplicate", job  # a state the job has reached or passed: nothing to apply
+    if kept == "dropped" and job.callback_status == str(status):
+        return done, job  # claimed already: a flood of variants must not force more polls
     if status.terminal:
         # The URL is a bearer secret: a terminal report is confirmed with the provider first.
         tx.conn.execute(
@@ -329,13 +379,18 @@ def record_callback(
         return "confirm", job
     # Before the submission answer: recorded now, confirmed by a poll once the id is known.
     tx.conn.execute("UPDATE jobs SET callback_status = ? WHERE id = ?", (str(status), job_id))
-    return "recorded", job
+    return done, job
 
 
-def reject_callback(tx: Tx, job_id: str, reason: str, now: float, detail: dict[str, Any]) -> None:
-    """Record a refused callback against its job, so nothing goes unexplained."""
-    if tx.job(job_id) is not None:
-        tx.add_event(job_id, "callback.rejected", "callback", now, {"reason": reason, **detail})
+def reject_callback(
+    tx: Tx, job_id: str, reason: str, now: float, detail: dict[str, Any], digest: str
+) -> None:
+    """Record a refused callback against its job (once per body), so nothing goes unexplained."""
+    job = Head.read(tx, job_id)
+    if job is not None:
+        data = {"reason": reason, **detail}
+        dedupe = f"{reason}:{digest}"
+        _keep_callback(tx, job_id, job.status.terminal, "callback.rejected", now, data, dedupe)
 
 
 def claim_due(

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from service import jobs
+from service.errors import StorageUnavailable
 from service.jobs import Status
 
 log = logging.getLogger(__name__)
@@ -276,6 +278,38 @@ def _statements(script: str) -> list[str]:
     return out
 
 
+# Primary result codes that blame the storage, not the statement: the write may succeed later.
+_STORAGE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_NOLFS,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
+
+
+def storage_error(exc: BaseException) -> StorageUnavailable | None:
+    """The 503 an exception amounts to when the storage caused it; None for any other."""
+    if isinstance(exc, StorageUnavailable):
+        return exc
+    if isinstance(exc, OSError):
+        return StorageUnavailable(exc.strerror or str(exc))
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.DatabaseError) and isinstance(code, int):
+        if code & 0xFF in _STORAGE_CODES:
+            return StorageUnavailable(str(exc))
+    return None
+
+
 def _run_units(conn: sqlite3.Connection, batch: list[tuple[Fn, Tx]]) -> list[tuple[bool, Any]]:
     """Open a transaction and run every unit in a savepoint, so one failure spoils no other."""
     results: list[tuple[bool, Any]] = []
@@ -287,6 +321,10 @@ def _run_units(conn: sqlite3.Connection, batch: list[tuple[Fn, Tx]]) -> list[tup
                 results.append((True, fn(tx)))
                 conn.execute("RELEASE unit")
             except Exception as exc:
+                if not conn.in_transaction:
+                    # SQLite may roll the whole transaction back on a full disk or an I/O
+                    # error: then no unit of the batch is kept, and none may be acknowledged.
+                    raise
                 conn.execute("ROLLBACK TO unit")
                 conn.execute("RELEASE unit")
                 tx.signals.clear()
@@ -328,32 +366,99 @@ def _connect_options(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
 
 
+def _prepare(path: Path) -> None:
+    """Create the database's missing folders (0700) and its file (0600): it holds every secret."""
+    missing: list[Path] = []
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(mode=0o700, exist_ok=True)
+    # SQLite gives the -wal and -shm files the database file's mode, so this covers them too.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)
+    # Opened once here, without aiosqlite: after a failed connect its thread lives on and
+    # reports to an event loop that may be closed by then.
+    sqlite3.connect(path).close()
+
+
+async def _close_quietly(*connections: aiosqlite.Connection) -> None:
+    for conn in connections:
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+
+# The readiness probe stores this many bytes and takes them back: as much as a callback
+# keeps of its body, so "ready" means such a write fits.
+PROBE_BYTES = 65536
+
+
 class Store:
     """The database: `write` runs units of work through one group-commit writer."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str = ""
+    ) -> None:
         self._writer = writer
         self._reader = reader
+        self.path = path
         self._queue: asyncio.Queue[tuple[Fn, Tx, asyncio.Future[Any]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.hooks: list[EventHook] = []
         self._waiters: dict[str, asyncio.Event] = {}
+        # why the last write failed, while writes fail for a reason of the storage's own
+        self.refusing: str | None = None
 
     @classmethod
     async def open(cls, path: str) -> Store:
-        """Open (creating folders and schema as needed) the database at `path`."""
+        """Open (creating folders and schema as needed) the database at `path`.
+
+        Raises StorageUnavailable when the file cannot be created, opened or written."""
+        try:
+            return await cls._open(path)
+        except Exception as exc:
+            failure = storage_error(exc)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    @classmethod
+    async def _open(cls, path: str) -> Store:
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _prepare(Path(path))
         # The writer's units run on the event loop's thread (check_same_thread=False) and
         # only COMMIT runs on aiosqlite's: see Store._write_loop.
         writer = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
-        await _on_thread(writer, _connect_options)
-        await _on_thread(writer, _migrate)
-        reader = await aiosqlite.connect(path, isolation_level=None)
-        await _on_thread(reader, _connect_options)
-        store = cls(writer, reader)
+        try:
+            await _on_thread(writer, _connect_options)
+            await _on_thread(writer, _migrate)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+        except BaseException:
+            # an open connection's thread would keep the process alive after a failed start
+            await _close_quietly(writer)
+            raise
+        try:
+            await _on_thread(reader, _connect_options)
+        except BaseException:
+            await _close_quietly(reader, writer)
+            raise
+        store = cls(writer, reader, path)
         store._task = asyncio.create_task(store._write_loop(), name="store-writer")
         return store
+
+    @classmethod
+    async def check(cls, path: str) -> None:
+        """Open the database at `path` and store a probe; StorageUnavailable says why not."""
+        store = await cls.open(path)
+        try:
+            await store.probe()
+        finally:
+            await store.close()
 
     async def close(self) -> None:
         """Finish queued writes and close both connections."""
@@ -370,14 +475,54 @@ class Store:
         return self._waiters.setdefault(name, asyncio.Event())
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn` inside a write transaction; return once it is committed."""
+        """Run `fn` inside a write transaction; return once it is committed.
+
+        Raises StorageUnavailable (nothing of `fn` kept) when the storage refuses the write."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((fn, Tx(self._writer._conn, self.hooks), future))
         return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on the reader connection (WAL: it never blocks the writer)."""
-        return await _on_thread(self._reader, fn)
+        try:
+            return await _on_thread(self._reader, fn)
+        except sqlite3.DatabaseError as exc:
+            failure = storage_error(exc)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    async def probe(self) -> None:
+        """Store PROBE_BYTES and take them back, committed: StorageUnavailable if it fails."""
+
+        def unit(tx: Tx) -> None:
+            tx.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', zeroblob(?))",
+                (PROBE_BYTES,),
+            )
+            tx.conn.execute("DELETE FROM meta WHERE key = 'probe'")
+
+        await self.write(unit)
+
+    async def limit_size(self, max_bytes: int | None) -> None:
+        """Cap the database at `max_bytes` (never below its size now); None lifts the cap."""
+
+        def unit(tx: Tx) -> None:
+            page = int(tx.conn.execute("PRAGMA page_size").fetchone()[0])
+            pages = 4294967294 if max_bytes is None else max(1, max_bytes // page)
+            tx.conn.execute(f"PRAGMA max_page_count = {pages:d}")
+
+        await self.write(unit)
+
+    def _refused(self, failure: StorageUnavailable) -> None:
+        if self.refusing is None:
+            log.warning("the database %s refuses writes: %s", self.path, failure.reason)
+        self.refusing = failure.reason
+
+    def _stored(self) -> None:
+        if self.refusing is not None:
+            log.warning("the database %s takes writes again", self.path)
+        self.refusing = None
 
     async def _write_loop(self) -> None:
         while True:
@@ -395,20 +540,36 @@ class Store:
                 results = _run_units(self._writer._conn, [(fn, tx) for fn, tx, _ in batch])
                 await _on_thread(self._writer, _commit)
             except Exception as exc:
-                log.exception("write batch of %d failed", len(batch))
+                failure = storage_error(exc)
+                if failure is None:
+                    log.exception("write batch of %d failed", len(batch))
+                else:
+                    self._refused(failure)
                 for _, _, future in batch:
                     if not future.done():
-                        future.set_exception(exc)
+                        future.set_exception(failure or exc)
             else:
                 fired: set[str] = set()
+                refused: StorageUnavailable | None = None
+                stored = False
                 for (ok, value), (_, tx, future) in zip(results, batch, strict=True):
                     fired |= tx.signals
+                    if ok:
+                        stored = True
+                    else:
+                        value = storage_error(value) or value
+                        if isinstance(value, StorageUnavailable):
+                            refused = value
                     if future.done():
                         continue
                     if ok:
                         future.set_result(value)
                     else:
                         future.set_exception(value)
+                if refused is not None:
+                    self._refused(refused)
+                elif stored:
+                    self._stored()
                 for name in fired:
                     self.waiter(name).set()
             finally:

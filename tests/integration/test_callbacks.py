@@ -9,6 +9,7 @@ import httpx
 import itsdangerous
 import pytest
 
+from service import ledger
 from service.sim.pixazo import PixazoSim
 from tests.conftest import IMAGE_JOB, Running
 
@@ -178,3 +179,59 @@ async def test_hooks_need_no_api_token(start_relay, pixazo: PixazoSim) -> None:
     relay = await start_relay(RELAY_API_TOKENS="t0ken")
     job = (await relay.submit(IMAGE_JOB)).json()
     assert (await relay.wait_status(job["id"], TERMINAL))["status"] == "succeeded"
+
+
+async def test_one_job_s_callbacks_cannot_grow_the_log_without_bound(
+    relay: Running, pixazo: PixazoSim
+) -> None:
+    job, hook = await _held_job(relay, pixazo)
+    before = await _types(relay, job["id"])
+    async with httpx.AsyncClient() as client:
+        for _ in range(3):  # replays of one invalid body: still 400, stored once
+            assert (await client.post(hook, content=b"{broken")).status_code == 400
+        for n in range(100):
+            body = json.dumps({"status": "SOMETHING", "n": n, "pad": "x" * 64_000}).encode()
+            answer = await client.post(hook, content=body)
+            assert answer.status_code == 200, answer.text
+    types = await _types(relay, job["id"])
+    added = types[len(before) :]
+    assert (
+        added.count("callback.received") + added.count("callback.rejected")
+        == ledger.CALLBACK_EVENTS
+    )
+    assert added.count("callback.rejected") == 1
+    assert added.count("callback.dropped") == 1
+    metrics = (await relay.client.get("/metrics")).text
+    assert "relay_callbacks_dropped_total 51" in metrics  # 100 bodies, 49 of them stored
+
+
+async def test_expired_token_replays_are_recorded_once(
+    start_relay, pixazo: PixazoSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relay = await start_relay(RELAY_CALLBACK_MAX_AGE="60")
+    job, _ = await _held_job(relay, pixazo)
+    signer = itsdangerous.timed.TimestampSigner
+    real = signer.get_timestamp
+    monkeypatch.setattr(signer, "get_timestamp", lambda self: real(self) - 3600)
+    old = relay.relay.tokens.make(job["id"])
+    monkeypatch.setattr(signer, "get_timestamp", real)
+    for _ in range(5):
+        answer = await _post(f"{relay.url}/hooks/pixazo/{old}", {"status": "COMPLETED"})
+        assert answer.status_code == 403
+    rejected = [e for e in await relay.events(job["id"]) if e["type"] == "callback.rejected"]
+    assert [e["data"]["reason"] for e in rejected] == ["token_expired"]
+
+
+async def test_callbacks_after_the_end_are_bounded(relay: Running, pixazo: PixazoSim) -> None:
+    job = (await relay.submit(IMAGE_JOB)).json()
+    done = await relay.wait_status(job["id"], TERMINAL)
+    hook = pixazo.jobs[done["provider_job_id"]].webhook_url
+    assert hook is not None
+    before = await _types(relay, job["id"])
+    for n in range(20):
+        assert (
+            await _post(hook, {"request_id": done["provider_job_id"], "n": n})
+        ).status_code == 200
+    added = (await _types(relay, job["id"]))[len(before) :]
+    assert added.count("callback.received") == ledger.CALLBACK_EVENTS_LATE
+    assert added.count("callback.dropped") == 1

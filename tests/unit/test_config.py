@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.datastructures import Secret
 
 from service import config
 from service.config import ConfigError, Settings
@@ -134,9 +135,11 @@ def test_secrets_are_not_shown_by_repr() -> None:
         PIXAZO_API_KEY="pixazo-key-value",
         SCENARIO_API_KEY="scenario-key-value",
         SCENARIO_API_SECRET="scenario-secret-value",
+        RELAY_METRICS_TOKEN="metrics-token-value",
     )
     shown = repr(settings) + str(settings)
     for value in (
+        "metrics-token-value",
         "relay-secret-value",
         "token-one",
         "token-two",
@@ -145,6 +148,19 @@ def test_secrets_are_not_shown_by_repr() -> None:
         "scenario-secret-value",
     ):
         assert value not in shown
+
+
+def test_metrics_token_is_a_secret_and_off_by_default() -> None:
+    assert load().metrics_token is None
+    assert load(RELAY_METRICS_TOKEN="  ").metrics_token is None
+    token = load(RELAY_METRICS_TOKEN=" m3trics ").metrics_token
+    assert isinstance(token, Secret) and str(token) == "m3trics"
+
+
+def test_http_header_limits() -> None:
+    assert (load().header_timeout, load().max_header_bytes) == (10.0, 32 * 1024)
+    settings = load(RELAY_HEADER_TIMEOUT="2.5", RELAY_MAX_HEADER_BYTES="65536")
+    assert (settings.header_timeout, settings.max_header_bytes) == (2.5, 65536)
 
 
 # -- .env --------------------------------------------------------------------------------------
@@ -221,6 +237,9 @@ def test_bad_value_in_env_file_is_refused(tmp_path: Path) -> None:
         ("RELAY_RETRY_SCHEDULE", "0,inf"),
         ("RELAY_PUBLIC_URL", "relay.example.com"),
         ("RELAY_PUBLIC_URL", "ftp://relay.example.com"),
+        ("RELAY_HEADER_TIMEOUT", "0"),
+        ("RELAY_HEADER_TIMEOUT", "soon"),
+        ("RELAY_MAX_HEADER_BYTES", "100"),
     ],
 )
 def test_bad_value_raises_config_error_naming_the_variable(name: str, raw: str) -> None:

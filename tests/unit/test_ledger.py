@@ -453,6 +453,88 @@ async def test_callback_on_finished_job_is_only_recorded(
     assert stored.next_poll_at is None
 
 
+# -- callbacks cannot grow a job's log without bound --------------------------------------------
+
+
+def _callback_types(events: list[Event]) -> list[str]:
+    return [e.type for e in events if e.type.startswith("callback.")]
+
+
+async def _dropped(store: Store, job_id: str) -> int:
+    sql = "SELECT callbacks_dropped FROM jobs WHERE id = ?"
+    row = await store.read(lambda conn: conn.execute(sql, (job_id,)).fetchone())
+    return int(row[0])
+
+
+async def test_distinct_callbacks_past_the_cap_are_counted_not_stored(
+    store: Store, make_queued: MakeQueued
+) -> None:
+    job = await make_queued()
+    extra = 10
+    outcomes = [
+        (await callback(store, job.id, {"status": "WHATEVER", "n": n}))[0]
+        for n in range(ledger.CALLBACK_EVENTS + extra)
+    ]
+    assert outcomes.count("recorded") == ledger.CALLBACK_EVENTS
+    assert outcomes.count("dropped") == extra
+    types = _callback_types(await events_of(store, job.id))
+    assert types.count("callback.received") == ledger.CALLBACK_EVENTS
+    assert types.count("callback.dropped") == 1  # announced once
+    assert await _dropped(store, job.id) == extra
+    # a replay of a stored body is still a duplicate, not a drop
+    assert (await callback(store, job.id, {"status": "WHATEVER", "n": 0}))[0] == "duplicate"
+    assert await _dropped(store, job.id) == extra
+
+
+async def test_a_terminal_callback_past_the_cap_is_still_confirmed(
+    store: Store, make_queued: MakeQueued
+) -> None:
+    job = await make_queued()
+    for n in range(ledger.CALLBACK_EVENTS):
+        await callback(store, job.id, {"junk": n})
+    assert (await callback(store, job.id, COMPLETED))[0] == "confirm"
+    stored = await store.get_job(job.id)
+    assert stored is not None and stored.callback_status == "succeeded"
+    # variants of a claim already made change nothing more
+    variant = COMPLETED | {"note": "again"}
+    assert (await callback(store, job.id, variant, now=NOW + 3))[0] == "dropped"
+    again = await store.get_job(job.id)
+    assert again is not None and again.next_poll_at == NOW + 1
+
+
+async def test_after_the_end_only_a_few_callbacks_are_stored(
+    store: Store, make_queued: MakeQueued
+) -> None:
+    job = await make_queued()
+    await poll(store, job.id, report(Status.FAILED, "FAILED"))
+    outcomes = [(await callback(store, job.id, {"late": n}))[0] for n in range(20)]
+    assert outcomes.count("recorded") == ledger.CALLBACK_EVENTS_LATE
+    assert outcomes.count("dropped") == 20 - ledger.CALLBACK_EVENTS_LATE
+    types = _callback_types(await events_of(store, job.id))
+    assert types.count("callback.received") == ledger.CALLBACK_EVENTS_LATE
+
+
+async def reject(store: Store, job_id: str, reason: str, body: bytes, now: float = NOW) -> None:
+    digest = store_module.body_hash(body)
+    await store.write(lambda tx: ledger.reject_callback(tx, job_id, reason, now, {}, digest))
+
+
+@pytest.mark.parametrize("reason", ["invalid_json", "token_expired"])
+async def test_rejected_callbacks_are_deduplicated_and_capped(
+    store: Store, make_queued: MakeQueued, reason: str
+) -> None:
+    job = await make_queued()
+    for _ in range(5):
+        await reject(store, job.id, reason, b"{same")
+    assert _callback_types(await events_of(store, job.id)) == ["callback.rejected"]
+    for n in range(ledger.CALLBACK_EVENTS + 5):
+        await reject(store, job.id, reason, b"{other %d" % n)
+    types = _callback_types(await events_of(store, job.id))
+    assert types.count("callback.rejected") == ledger.CALLBACK_EVENTS
+    assert types.count("callback.dropped") == 1
+    assert await _dropped(store, job.id) == 6
+
+
 # -- fail_job ----------------------------------------------------------------------------------
 
 
