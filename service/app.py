@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from service import api, hooks, outbox, signing, subscriptions, web
+from service import api, hooks, openapi, outbox, signing, subscriptions, web
 from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError
@@ -231,6 +231,7 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi.serve, methods=["GET"]),
             Mount(
                 "/v1",
                 routes=api.ROUTES + subscriptions.ROUTES,
