@@ -590,6 +590,12 @@ METADATA_SCHEMA: dict[str, Any] = {
 }
 
 
+def _example(model: Model) -> str:
+    if model.provider == "scenario":
+        return "asset_example"
+    return f"https://media.example/in.{'png' if model.media_type == 'image' else 'mp4'}"
+
+
 def request_schema() -> dict[str, Any]:
     """The JSON Schema of a POST /v1/jobs body: one alternative per model in MODELS."""
     common: dict[str, Any] = {
@@ -619,6 +625,7 @@ def request_schema() -> dict[str, Any]:
                     "input": model.input_schema(),
                     **common,
                 },
+                "examples": [{"model": model.id, "input": {model.media_param: _example(model)}}],
             }
             for model in MODELS.values()
         ]

@@ -94,6 +94,7 @@ def body_schema(*, creating: bool) -> web.Schema:
     }
     if creating:
         out["required"] = ["url"]
+        out["examples"] = [{"url": "https://hooks.example/relay", "events": ["job.succeeded"]}]
     return out
 
 
