@@ -63,35 +63,164 @@ def _relay(request: Request) -> Relay:
     return relay
 
 
-def _int(
-    request: Request, name: str, default: int, minimum: int = 0, maximum: int | None = None
-) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_query", f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        top = f" and <= {maximum}" if maximum is not None else ""
-        raise ApiError(400, "invalid_query", f"{name} must be >= {minimum}{top}, got {value}")
-    return value
+LIMIT = web.Query("limit", "How many items to return.", default=50, minimum=1, maximum=MAX_LIMIT)
+EVENT_LIMIT = web.Query(
+    "limit", "How many events to return.", default=100, minimum=1, maximum=MAX_LIMIT
+)
+CURSOR = web.Query("cursor", "The `next_cursor` of the previous page; items before it.", default=0)
+AFTER = web.Query("after", "An event id: only events after it are returned.", default=0)
+WAIT = web.Query(
+    "wait", "Seconds to wait for a new event when there is none yet.", default=0, maximum=60
+)
+STATUS = web.Query("status", "Only jobs in this status.", "string", enum=tuple(map(str, Status)))
+MODEL = web.Query("model", "Only jobs of this model.", "string")
+DRY_RUN = web.Query(
+    "dry_run", "Validate (and ask the provider's cost) without creating a job.", "boolean"
+)
+
+IDEMPOTENCY_KEY: web.Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "description": "A repeat with the same key returns the first answer and never submits twice.",
+}
+_STR = {"type": "string"}
+_NULL_STR = {"type": ["string", "null"]}
+_TIME = {"type": "string", "description": "ISO 8601 UTC time, like 2026-11-21T10:00:00Z"}
+_NULL_TIME = {"type": ["string", "null"], "description": _TIME["description"]}
+JOB_SCHEMA: web.Schema = {
+    "type": "object",
+    "required": [
+        "id",
+        "model",
+        "status",
+        "progress",
+        "outputs",
+        "error",
+        "metadata",
+        "provider",
+        "provider_job_id",
+        "cost",
+        "created_at",
+        "updated_at",
+        "input",
+        "webhook",
+        "webhook_events_filter",
+        "finished_at",
+    ],
+    "properties": {
+        "id": _STR,
+        "model": {"type": "string", "enum": list(catalog.MODELS)},
+        "status": {"type": "string", "enum": [str(s) for s in Status]},
+        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["url"],
+                "properties": {"url": _STR, "media_type": _NULL_STR},
+            },
+        },
+        "error": {
+            "type": ["object", "null"],
+            "properties": {"code": _STR, "message": _STR},
+        },
+        "metadata": {"type": "object"},
+        "provider": {"type": "string", "enum": ["pixazo", "scenario"]},
+        "provider_job_id": _NULL_STR,
+        "cost": {"type": ["number", "null"]},
+        "created_at": _TIME,
+        "updated_at": _TIME,
+        "finished_at": _NULL_TIME,
+        "input": {"type": "object"},
+        "webhook": _NULL_STR,
+        "webhook_events_filter": {"type": ["array", "null"], "items": _STR},
+        "deferred": {"type": "boolean", "description": "held back by the in-flight cap"},
+    },
+}
+EVENT_SCHEMA: web.Schema = {
+    "type": "object",
+    "required": ["id", "job_id", "type", "source", "created_at", "data"],
+    "properties": {
+        "id": {"type": "integer", "minimum": 1},
+        "job_id": _NULL_STR,
+        "type": _STR,
+        "source": _STR,
+        "created_at": _TIME,
+        "data": {"type": "object"},
+    },
+}
+EVENT_PAGE: web.Schema = {
+    "type": "object",
+    "required": ["data", "next_cursor", "has_more"],
+    "properties": {
+        "data": {"type": "array", "items": EVENT_SCHEMA},
+        "next_cursor": {"type": "string", "pattern": "^[0-9]+$"},
+        "has_more": {"type": "boolean"},
+    },
+}
 
 
+def page_of(item: web.Schema) -> web.Schema:
+    """A cursor page of `item`s: `next_cursor` is null on the last page."""
+    return {
+        "type": "object",
+        "required": ["data", "next_cursor"],
+        "properties": {
+            "data": {"type": "array", "items": item},
+            "next_cursor": {"type": ["string", "null"], "pattern": "^[0-9]+$"},
+        },
+    }
+
+
+DRY_RUN_SCHEMA: web.Schema = {
+    "type": "object",
+    "required": ["dry_run", "model", "provider", "input", "cost"],
+    "properties": {
+        "dry_run": {"const": True},
+        "model": _STR,
+        "provider": _STR,
+        "input": {"type": "object"},
+        "cost": {},
+        "provider_answer": {},
+    },
+}
+
+
+@web.operation(
+    web.Operation(
+        "The models and their parameters",
+        {200: ("The models", {"type": "object", "properties": {"data": {"type": "array"}}})},
+        tags=("jobs",),
+    )
+)
 async def list_models(request: Request) -> Response:
     """GET /v1/models."""
     return web.JSON({"data": [m.describe() for m in catalog.MODELS.values()]})
 
 
+@web.operation(
+    web.Operation(
+        "Submit a job",
+        {
+            202: ("The job, created (or the first answer to this Idempotency-Key)", JOB_SCHEMA),
+            200: ("With dry_run: the validated input and the provider's cost", DRY_RUN_SCHEMA),
+        },
+        query=(DRY_RUN,),
+        body=catalog.request_schema,
+        errors=(402, 409, 413, 422, 429, 502, 503, 504),
+        headers={"Idempotency-Key": IDEMPOTENCY_KEY},
+        tags=("jobs",),
+    )
+)
 async def create_job(request: Request) -> Response:
     """POST /v1/jobs."""
     relay = _relay(request)
     body = await web.read_json(request, relay.settings.max_body_bytes)
     key = request.headers.get("idempotency-key")
-    if key is not None and not 0 < len(key) <= 255:
+    if key is not None and not catalog.conforms(key, IDEMPOTENCY_KEY):
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 characters")
-    dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
+    dry_run = bool(DRY_RUN.read(request))
     scope = request.state.token_scope
     status, answer = await relay.submitter.submit(body, key, scope, dry_run)
     headers = {}
@@ -100,25 +229,29 @@ async def create_job(request: Request) -> Response:
     return web.JSON(answer, status_code=status, headers=headers)
 
 
+@web.operation(
+    web.Operation(
+        "The jobs, newest first",
+        {200: ("A page of jobs", page_of(JOB_SCHEMA))},
+        query=(STATUS, MODEL, LIMIT, CURSOR),
+        tags=("jobs",),
+    )
+)
 async def list_jobs(request: Request) -> Response:
     """GET /v1/jobs?status=&model=&limit=&cursor=."""
     relay = _relay(request)
-    status = request.query_params.get("status") or None
-    if status is not None and status not in {str(s) for s in Status}:
-        raise ApiError(
-            400,
-            "invalid_query",
-            f"unknown status {status!r}",
-            details={"allowed": [str(s) for s in Status]},
-        )
-    model = request.query_params.get("model") or None
-    limit = _int(request, "limit", 50, 1, MAX_LIMIT)
-    cursor = _int(request, "cursor", 0, 0) or None
+    status = STATUS.read(request)
+    model = MODEL.read(request)
+    limit = LIMIT.read(request)
+    cursor = CURSOR.read(request) or None
     jobs = await relay.store.list_jobs(status=status, model=model, before=cursor, limit=limit)
     next_cursor = str(jobs[-1].seq) if len(jobs) == limit else None
     return web.JSON({"data": [j.public() for j in jobs], "next_cursor": next_cursor})
 
 
+@web.operation(
+    web.Operation("One job", {200: ("The job", JOB_SCHEMA)}, errors=(404,), tags=("jobs",))
+)
 async def get_job(request: Request) -> Response:
     """GET /v1/jobs/{id}."""
     job = await _relay(request).store.get_job(request.path_params["id"])
@@ -127,12 +260,21 @@ async def get_job(request: Request) -> Response:
     return web.JSON(job.public())
 
 
+@web.operation(
+    web.Operation(
+        "One job's events, oldest first",
+        {200: ("A page of events", EVENT_PAGE)},
+        query=(AFTER, EVENT_LIMIT),
+        errors=(404,),
+        tags=("events",),
+    )
+)
 async def job_events(request: Request) -> Response:
     """GET /v1/jobs/{id}/events?after=&limit=."""
     relay = _relay(request)
     job_id = request.path_params["id"]
-    after = _int(request, "after", 0)
-    limit = _int(request, "limit", 100, 1, MAX_LIMIT)
+    after = AFTER.read(request)
+    limit = EVENT_LIMIT.read(request)
     events = await relay.store.events(job_id=job_id, after=after, limit=limit)
     if not events and await relay.store.get_job(job_id) is None:
         raise ApiError(404, "job_not_found", f"no job {job_id!r}")
@@ -150,12 +292,20 @@ def _page(events: list[Any], limit: int, after: int) -> Response:
     )
 
 
+@web.operation(
+    web.Operation(
+        "The global event log, a cursor for consumers that pull",
+        {200: ("A page of events", EVENT_PAGE)},
+        query=(AFTER, EVENT_LIMIT, WAIT),
+        tags=("events",),
+    )
+)
 async def all_events(request: Request) -> Response:
     """GET /v1/events?after=&limit=&wait= (wait: long-poll seconds for new events)."""
     relay = _relay(request)
-    after = _int(request, "after", 0)
-    limit = _int(request, "limit", 100, 1, MAX_LIMIT)
-    wait = _int(request, "wait", 0, 0, 60)
+    after = AFTER.read(request)
+    limit = EVENT_LIMIT.read(request)
+    wait = WAIT.read(request)
     waiter = relay.store.waiter("events")
     deadline = asyncio.get_running_loop().time() + wait
     while True:

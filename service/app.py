@@ -23,7 +23,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from service import api, hooks, logs, netguard, outbound, outbox, signing, subscriptions, web
+from service import (
+    api,
+    hooks,
+    logs,
+    netguard,
+    openapi,
+    outbound,
+    outbox,
+    signing,
+    subscriptions,
+    web,
+)
 from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError, StorageUnavailable
@@ -104,7 +115,7 @@ async def start(
             resolve=resolve,
         )
     owner = owner_id()
-    submitter = Submitter(store, providers, settings, tokens, clock)
+    submitter = Submitter(store, providers, settings, tokens, clock, resolve)
     poller = Poller(store, providers, settings, clock, owner, resume=submitter.resume)
     deliverer = Deliverer(store, settings, clock, owner, webhook_secret, resolve=resolve)
     return Relay(
@@ -247,6 +258,7 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi.serve, methods=["GET"]),
             Mount(
                 "/v1",
                 routes=api.ROUTES + subscriptions.ROUTES,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,7 +15,11 @@ _ASSET_ID = re.compile(r"^asset_[A-Za-z0-9_-]{1,128}$")
 MAX_METADATA_KEYS = 32
 MAX_METADATA_VALUE = 500
 MAX_STRING = 4000
+MAX_URL = 2048
+MAX_WEBHOOK_EVENTS = 16
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
 WEBHOOK_EVENTS = ("*", "completed", "start", "output")
+_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s]+"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,27 @@ class Param:
         out["description"] = self.description
         return out
 
+    def schema(self) -> dict[str, Any]:
+        """The parameter's JSON Schema: the same bounds _check_param enforces."""
+        out: dict[str, Any] = {"type": self.type, "description": self.description}
+        if self.type == "integer":
+            out.update(minimum=MIN_INT, maximum=MAX_INT)
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        if self.enum is not None:
+            out["enum"] = list(self.enum)
+        if self.type == "string":
+            out["maxLength"] = MAX_URL if self.media else MAX_STRING
+        if self.media == "url":
+            out["pattern"] = _URL_PATTERN
+        elif self.media == "asset_or_url":
+            out["pattern"] = f"{_ASSET_ID.pattern}|{_URL_PATTERN}"
+        if self.default is not None:
+            out["default"] = self.default
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class Model:
@@ -65,6 +91,15 @@ class Model:
             "provider": self.provider,
             "media": {"param": self.media_param, "type": self.media_type},
             "parameters": [p.describe() for p in self.params],
+        }
+
+    def input_schema(self) -> dict[str, Any]:
+        """The JSON Schema of this model's `input`, from the parameters that validate it."""
+        return {
+            "type": "object",
+            "properties": {p.name: p.schema() for p in self.params},
+            "required": [p.name for p in self.params if p.required],
+            "additionalProperties": False,
         }
 
 
@@ -402,16 +437,19 @@ def _check_param(param: Param, value: Any, where: str) -> list[Problem]:
     problems: list[Problem] = []
     if param.enum is not None and value not in param.enum:
         problems.append(Problem(where, f"must be one of {', '.join(param.enum)}; got {value!r}"))
-    if param.type in ("number", "integer"):
+    if param.type == "integer" and not MIN_INT <= value <= MAX_INT:
+        problems.append(Problem(where, "must fit in 64 bits"))
+    elif param.type in ("number", "integer"):
         if param.minimum is not None and value < param.minimum:
             problems.append(Problem(where, f"must be >= {param.minimum:g}, got {value}"))
         if param.maximum is not None and value > param.maximum:
             problems.append(Problem(where, f"must be <= {param.maximum:g}, got {value}"))
-    if isinstance(value, str) and len(value) > MAX_STRING:
-        problems.append(Problem(where, f"is longer than {MAX_STRING} characters"))
-    if param.media == "url" and isinstance(value, str) and not is_http_url(value):
+    longest = MAX_URL if param.media else MAX_STRING
+    if isinstance(value, str) and len(value) > longest:
+        problems.append(Problem(where, f"is longer than {longest} characters"))
+    elif param.media == "url" and isinstance(value, str) and not is_http_url(value):
         problems.append(Problem(where, "must be an http(s) URL"))
-    if param.media == "asset_or_url" and isinstance(value, str):
+    elif param.media == "asset_or_url" and isinstance(value, str):
         if not (_ASSET_ID.match(value) or is_http_url(value)):
             problems.append(
                 Problem(where, "must be a Scenario asset id (asset_...) or an http(s) URL")
@@ -518,10 +556,16 @@ def validate_job_request(body: Any) -> tuple[Model | None, list[Problem]]:
     webhook = body.get("webhook")
     if webhook is not None and (not isinstance(webhook, str) or not is_http_url(webhook)):
         problems.append(Problem("webhook", "must be an http(s) URL"))
+    elif isinstance(webhook, str) and len(webhook) > MAX_URL:
+        problems.append(Problem("webhook", f"is longer than {MAX_URL} characters"))
     flt = body.get("webhook_events_filter")
     if flt is not None:
         if not isinstance(flt, list) or not flt:
             problems.append(Problem("webhook_events_filter", "must be a non-empty array"))
+        elif len(flt) > MAX_WEBHOOK_EVENTS:
+            problems.append(
+                Problem("webhook_events_filter", f"has more than {MAX_WEBHOOK_EVENTS} items")
+            )
         else:
             for item in flt:
                 if item not in WEBHOOK_EVENTS:
@@ -532,3 +576,121 @@ def validate_job_request(body: Any) -> tuple[Model | None, list[Problem]]:
                         )
                     )
     return model, problems
+
+
+METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Your own labels, echoed in the job and its notifications.",
+    "maxProperties": MAX_METADATA_KEYS,
+    "propertyNames": {"minLength": 1, "maxLength": 64},
+    "additionalProperties": {
+        "type": ["string", "number", "boolean", "null"],
+        "maxLength": MAX_METADATA_VALUE,
+    },
+}
+
+
+def _example(model: Model) -> str:
+    if model.provider == "scenario":
+        return "asset_example"
+    return f"https://media.example/in.{'png' if model.media_type == 'image' else 'mp4'}"
+
+
+def request_schema() -> dict[str, Any]:
+    """The JSON Schema of a POST /v1/jobs body: one alternative per model in MODELS."""
+    common: dict[str, Any] = {
+        "metadata": {**METADATA_SCHEMA, "type": ["object", "null"]},
+        "webhook": {
+            "type": ["string", "null"],
+            "maxLength": MAX_URL,
+            "pattern": _URL_PATTERN,
+            "description": "Also deliver this job's events here, signed (GET /v1/webhook-secret).",
+        },
+        "webhook_events_filter": {
+            "type": ["array", "null"],
+            "minItems": 1,
+            "maxItems": MAX_WEBHOOK_EVENTS,
+            "items": {"enum": list(WEBHOOK_EVENTS)},
+        },
+    }
+    return {
+        "oneOf": [
+            {
+                "title": model.id,
+                "type": "object",
+                "required": ["model", "input"],
+                "additionalProperties": False,
+                "properties": {
+                    "model": {"const": model.id},
+                    "input": model.input_schema(),
+                    **common,
+                },
+                "examples": [{"model": model.id, "input": {model.media_param: _example(model)}}],
+            }
+            for model in MODELS.values()
+        ]
+    }
+
+
+_TYPES: dict[str, Callable[[Any], bool]] = {
+    "null": lambda v: v is None,
+    "boolean": lambda v: isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def conforms(value: Any, schema: dict[str, Any]) -> bool:
+    """True when `value` meets `schema` (the JSON Schema subset the relay's tables use)."""
+    kinds = schema.get("type")
+    if kinds is not None:
+        names = [kinds] if isinstance(kinds, str) else kinds
+        if not any(_TYPES[name](value) for name in names):
+            return False
+    if "const" in schema and value != schema["const"]:
+        return False
+    if "enum" in schema and value not in schema["enum"]:
+        return False
+    if _TYPES["number"](value):
+        if "minimum" in schema and value < schema["minimum"]:
+            return False
+        if "maximum" in schema and value > schema["maximum"]:
+            return False
+        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+            return False
+    elif isinstance(value, str):
+        if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
+            return False
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            return False
+    elif isinstance(value, list):
+        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
+            return False
+        items = schema.get("items")
+        if items is not None and not all(conforms(v, items) for v in value):
+            return False
+    elif isinstance(value, dict):
+        return _object_conforms(value, schema)
+    return True
+
+
+def _object_conforms(value: dict[str, Any], schema: dict[str, Any]) -> bool:
+    if len(value) > schema.get("maxProperties", len(value)):
+        return False
+    if any(k not in value for k in schema.get("required", ())):
+        return False
+    names = schema.get("propertyNames")
+    properties = schema.get("properties", {})
+    extra = schema.get("additionalProperties", True)
+    for key, item in value.items():
+        if names is not None and not conforms(key, names):
+            return False
+        if key in properties:
+            if not conforms(item, properties[key]):
+                return False
+        elif extra is False or (isinstance(extra, dict) and not conforms(item, extra)):
+            return False
+    return True

@@ -108,9 +108,10 @@ def _parse(template: str) -> tuple[list[str | _Placeholder], list[str]]:
     parts: list[str | _Placeholder] = []
     problems: list[str] = []
     if len(template) > MAX_TEMPLATE_CHARS:
-        problems.append(
+        # Checked before parsing: a megabyte template stalled the loop and named every brace.
+        return [], [
             f"template is {len(template)} characters long; the limit is {MAX_TEMPLATE_CHARS}"
-        )
+        ]
     literal: list[str] = []
     i = 0
     while i < len(template):

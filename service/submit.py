@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from service import catalog, ledger
+from service import catalog, ledger, netguard
 from service.config import Settings
 from service.errors import ApiError
 from service.hooks import Tokens
@@ -25,13 +25,26 @@ def request_hash(body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+MAX_LISTED = 20
+_CLIP_FIELD, _CLIP_MESSAGE = 128, 512
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def invalid(problems: list[catalog.Problem]) -> ApiError:
-    """The 422 answer naming every problem."""
-    named = "; ".join(f"{p.field} {p.message}" for p in problems[:5])
+    """The 422 answer: the first 20 problems in `details`, then a count of the rest."""
+    listed = [
+        {"field": _clip(p.field, _CLIP_FIELD), "message": _clip(p.message, _CLIP_MESSAGE)}
+        for p in problems[:MAX_LISTED]
+    ]
+    named = "; ".join(f"{d['field']} {d['message']}" for d in listed[:5])
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-    return ApiError(
-        422, "invalid_request", f"{named}{more}", details=[p.as_dict() for p in problems]
-    )
+    if len(problems) > MAX_LISTED:
+        rest = len(problems) - MAX_LISTED
+        listed.append({"field": "*", "message": f"{rest} more problems not listed"})
+    return ApiError(422, "invalid_request", f"{named}{more}", details=listed)
 
 
 class Submitter:
@@ -44,7 +57,9 @@ class Submitter:
         settings: Settings,
         tokens: Tokens,
         clock: Callable[[], float],
+        resolve: netguard.Resolver | None = None,
     ) -> None:
+        self._resolve = resolve
         self._store = store
         self._providers = providers
         self._settings = settings
@@ -67,6 +82,8 @@ class Submitter:
         model, problems = catalog.validate_job_request(body)
         if problems or model is None:
             raise invalid(problems)
+        if body.get("webhook") is not None:
+            await self._check_webhook(body["webhook"])
         provider = self._provider(model)
         params = catalog.normalize(model, body["input"])
         if dry_run:
@@ -105,6 +122,18 @@ class Submitter:
             task.add_done_callback(lambda _: self._inflight.pop(key, None))
         # shielded: a caller that hangs up does not abandon a submission half way
         return await asyncio.shield(task)
+
+    async def _check_webhook(self, url: str) -> None:
+        """Refuse a per-job webhook to a private address now, as subscriptions are refused."""
+        try:
+            await netguard.check_target(
+                url, allow_private=self._settings.allow_private_targets, resolve=self._resolve
+            )
+        except netguard.TargetRefused as exc:
+            message = str(exc)
+            if "RELAY_ALLOW_PRIVATE_TARGETS" not in message:
+                message += " (RELAY_ALLOW_PRIVATE_TARGETS=1 allows private targets)"
+            raise invalid([catalog.Problem("webhook", message)]) from None
 
     def _wake_poller(self) -> None:
         self._store.waiter("poll").set()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service import catalog, netguard, notify, outbox, web
-from service.api import MAX_LIMIT, _int
+from service import api, catalog, netguard, notify, outbox, web
+from service.api import CURSOR, LIMIT
 from service.catalog import Problem
 from service.errors import ApiError
 from service.submit import invalid
@@ -21,17 +22,161 @@ if TYPE_CHECKING:
 
 EVENT_NAMES = (*outbox.NOTIFY_TYPES, "job.*")
 DELIVERY_STATUSES = ("pending", "succeeded", "failed", "canceled")
-_FIELDS = {
-    "url",
-    "kind",
-    "events",
-    "filter",
-    "template",
-    "description",
-    "paused",
-    "rate_per_second",
-    "max_in_flight",
+MAX_URL = catalog.MAX_URL
+MAX_EVENTS = 16
+MAX_DESCRIPTION = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """A subscription field: its JSON Schema (checked here, shown in OpenAPI) and the problem."""
+
+    schema: web.Schema
+    problem: str
+
+
+_FILTER = {
+    "type": ["object", "null"],
+    "description": "Deliver only jobs of these models and/or with this metadata.",
+    "properties": {
+        "models": {"type": "array", "items": {"type": "string", "enum": list(catalog.MODELS)}},
+        "metadata": catalog.METADATA_SCHEMA,
+    },
+    "additionalProperties": False,
 }
+# One table: _check_fields validates with it and the OpenAPI document is generated from it.
+FIELDS: dict[str, Field] = {
+    "url": Field(
+        {"type": "string", "maxLength": MAX_URL, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
+        f"must be an http(s) URL of at most {MAX_URL} characters",
+    ),
+    "kind": Field(
+        {"type": "string", "enum": list(notify.KINDS), "default": "webhook"},
+        f"must be one of {', '.join(notify.KINDS)}",
+    ),
+    "events": Field(
+        {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_EVENTS,
+            "items": {"type": "string", "enum": list(EVENT_NAMES)},
+            "default": list(outbox.TERMINAL_TYPES),
+        },
+        f"must be a non-empty array of at most {MAX_EVENTS} of {', '.join(EVENT_NAMES)}",
+    ),
+    "filter": Field(_FILTER, "must be an object with `models` and/or `metadata`"),
+    "template": Field(
+        {"type": ["string", "null"], "maxLength": notify.MAX_TEMPLATE_CHARS},
+        f"must be a string of at most {notify.MAX_TEMPLATE_CHARS} characters, or null",
+    ),
+    "description": Field(
+        {"type": ["string", "null"], "maxLength": MAX_DESCRIPTION},
+        f"must be a string of at most {MAX_DESCRIPTION} characters",
+    ),
+    "paused": Field({"type": "boolean"}, "must be true or false"),
+    "rate_per_second": Field(
+        {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1000},
+        "must be a number in (0, 1000], or null",
+    ),
+    "max_in_flight": Field(
+        {"type": "integer", "minimum": 1, "maximum": 64}, "must be an integer from 1 to 64"
+    ),
+}
+
+
+def body_schema(*, creating: bool) -> web.Schema:
+    """The JSON Schema of a POST (creating) or PATCH subscription body."""
+    fields = FIELDS if creating else {k: v for k, v in FIELDS.items() if k != "kind"}
+    out: web.Schema = {
+        "type": "object",
+        "properties": {k: f.schema for k, f in fields.items()},
+        "additionalProperties": False,
+    }
+    if creating:
+        out["required"] = ["url"]
+        out["examples"] = [{"url": "https://hooks.example/relay", "events": ["job.succeeded"]}]
+    return out
+
+
+DELIVERY_STATUS = web.Query(
+    "status", "Only deliveries in this status.", "string", enum=DELIVERY_STATUSES
+)
+SUBSCRIPTION_ID = web.Query("subscription_id", "Only this subscription's deliveries.", "string")
+JOB_ID = web.Query("job_id", "Only this job's deliveries.", "string")
+_STR = {"type": "string"}
+_NULL_STR = {"type": ["string", "null"]}
+SUBSCRIPTION_SCHEMA: web.Schema = {
+    "type": "object",
+    "required": [
+        "id",
+        "url",
+        "kind",
+        "events",
+        "filter",
+        "template",
+        "description",
+        "status",
+        "paused_reason",
+        "rate_per_second",
+        "max_in_flight",
+        "failing_since",
+        "created_at",
+        "updated_at",
+    ],
+    "properties": {
+        "id": _STR,
+        **{k: f.schema for k, f in FIELDS.items() if k not in ("paused", "events")},
+        "events": {"type": "array", "items": {"type": "string", "enum": list(EVENT_NAMES)}},
+        "status": _STR,
+        "paused_reason": _NULL_STR,
+        "failing_since": _NULL_STR,
+        "created_at": _STR,
+        "updated_at": _STR,
+        "secret": {"type": "string", "pattern": "^whsec_"},
+        "previous_secret_expires_at": _STR,
+    },
+}
+SECRET_SCHEMA: web.Schema = {
+    "type": "object",
+    "required": ["secret"],
+    "properties": {
+        "secret": {"type": "string", "pattern": "^whsec_"},
+        "previous_secret_expires_at": _STR,
+    },
+}
+_ATTEMPT = {
+    "type": "object",
+    "properties": {
+        "at": _STR,
+        "status_code": {"type": ["integer", "null"]},
+        "latency_ms": {"type": "number"},
+        "response": _NULL_STR,
+        "error": _NULL_STR,
+    },
+}
+DELIVERY_SCHEMA: web.Schema = {
+    "type": "object",
+    "required": ["id", "subscription_id", "job_id", "event_id", "event_type", "kind", "status"],
+    "properties": {
+        "id": _STR,
+        "subscription_id": _NULL_STR,
+        "job_id": _NULL_STR,
+        "event_id": {"type": "integer"},
+        "event_type": _STR,
+        "kind": _STR,
+        "status": {"type": "string", "enum": list(DELIVERY_STATUSES)},
+        "attempts": {"type": "integer", "minimum": 0},
+        "next_attempt_at": _NULL_STR,
+        "last_status_code": {"type": ["integer", "null"]},
+        "last_error": _NULL_STR,
+        "created_at": _STR,
+        "updated_at": _STR,
+        "delivered_at": _NULL_STR,
+        "url": _STR,
+        "attempt_log": {"type": "array", "items": _ATTEMPT},
+    },
+}
+_TAGS = ("subscriptions",)
 
 
 def _relay(request: Request) -> Relay:
@@ -50,80 +195,49 @@ async def _check_fields(
     """Validate a subscription body (whole for POST, partial for PATCH)."""
     if not isinstance(body, dict):
         return {}, [Problem("body", "must be a JSON object")]
-    problems = [Problem(k, "unknown field") for k in body if k not in _FIELDS]
+    problems = [Problem(k, "unknown field") for k in body if k not in FIELDS]
     out: dict[str, Any] = {}
     if creating:
         kind = body.get("kind", "webhook")
-        if kind not in notify.KINDS:
-            problems.append(Problem("kind", f"must be one of {', '.join(notify.KINDS)}"))
         out["kind"] = kind
         out["events"] = list(outbox.TERMINAL_TYPES)
         if "url" not in body:
             problems.append(Problem("url", "is required"))
-    if "url" in body:
-        url = body["url"]
-        if not isinstance(url, str):
-            problems.append(Problem("url", "must be a string"))
-        else:
-            try:
-                await netguard.check_target(url, allow_private=allow_private, resolve=resolve)
-                out["url"] = url
-            except netguard.TargetRefused as exc:
-                problems.append(Problem("url", str(exc)))
-    if "events" in body:
-        events = body["events"]
-        if not isinstance(events, list) or not events:
-            problems.append(Problem("events", "must be a non-empty array"))
-        else:
-            bad = [e for e in events if e not in EVENT_NAMES]
+    for name, spec in FIELDS.items():
+        if name not in body:
+            continue
+        value = body[name]
+        if name == "template" and value is not None and kind == "webhook":
+            problems.append(Problem(name, "webhook bodies are fixed; templates are for chat"))
+        elif name == "template" and isinstance(value, str):
+            out[name] = value  # validate_template checks its length first, then its syntax
+        elif name == "filter" and not catalog.conforms(value, spec.schema):
+            problems.extend(_check_filter(value) or [Problem(name, spec.problem)])
+        elif name == "events" and isinstance(value, list) and 0 < len(value) <= MAX_EVENTS:
+            bad = [e for e in value if e not in EVENT_NAMES]
             if bad:
-                problems.append(
-                    Problem("events", f"unknown {bad}; known: {', '.join(EVENT_NAMES)}")
-                )
-            out["events"] = list(dict.fromkeys(events))
-    if "filter" in body:
-        problems.extend(_check_filter(body["filter"]))
-        out["filter"] = body["filter"]
-    if "template" in body and body["template"] is not None:
-        template = body["template"]
-        if kind == "webhook":
-            problems.append(Problem("template", "webhook bodies are fixed; templates are for chat"))
-        elif not isinstance(template, str):
-            problems.append(Problem("template", "must be a string"))
+                known = ", ".join(EVENT_NAMES)
+                problems.append(Problem(name, f"unknown {str(bad)[:200]}; known: {known}"))
+            else:
+                out[name] = list(dict.fromkeys(value))
+        elif not catalog.conforms(value, spec.schema):
+            problems.append(Problem(name, spec.problem))
         else:
-            problems.extend(Problem("template", p) for p in notify.validate_template(template))
-        out["template"] = template
-    elif "template" in body:
-        out["template"] = None
-    if "description" in body:
-        text = body["description"]
-        if text is not None and (not isinstance(text, str) or len(text) > 500):
-            problems.append(Problem("description", "must be a string of at most 500 characters"))
-        out["description"] = text
-    if "paused" in body:
-        if not isinstance(body["paused"], bool):
-            problems.append(Problem("paused", "must be true or false"))
-        out["paused"] = body["paused"]
-    if "rate_per_second" in body:
-        rate = body["rate_per_second"]
-        if rate is not None and (
-            isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1000
-        ):
-            problems.append(Problem("rate_per_second", "must be a number in (0, 1000], or null"))
-        out["rate_per_second"] = rate
-    if "max_in_flight" in body:
-        cap = body["max_in_flight"]
-        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 64:
-            problems.append(Problem("max_in_flight", "must be an integer from 1 to 64"))
-        out["max_in_flight"] = cap
+            out[name] = value
+    if isinstance(out.get("url"), str):
+        try:
+            await netguard.check_target(out["url"], allow_private=allow_private, resolve=resolve)
+        except netguard.TargetRefused as exc:
+            problems.append(Problem("url", str(exc)))
+    if isinstance(out.get("template"), str):
+        problems.extend(Problem("template", p) for p in notify.validate_template(out["template"]))
     return out, problems
 
 
 def _check_filter(value: Any) -> list[Problem]:
-    if value is None:
-        return []
+    """Named problems with a filter that does not conform (empty if none can be named)."""
     if not isinstance(value, dict):
-        return [Problem("filter", "must be an object with `models` and/or `metadata`")]
+        return []
     problems = [
         Problem(f"filter.{k}", "unknown field") for k in value if k not in ("models", "metadata")
     ]
@@ -133,7 +247,7 @@ def _check_filter(value: Any) -> list[Problem]:
             problems.append(Problem("filter.models", "must be an array of model ids"))
         else:
             problems.extend(
-                Problem("filter.models", f"unknown model {m!r}")
+                Problem("filter.models", f"unknown model {m[:100]!r}")
                 for m in models
                 if m not in catalog.MODELS
             )
@@ -152,6 +266,15 @@ async def _get(relay: Relay, sub_id: str) -> outbox.Subscription:
     return sub
 
 
+@web.operation(
+    web.Operation(
+        "Subscribe a URL to job events",
+        {201: ("The subscription; a webhook's carries its secret", SUBSCRIPTION_SCHEMA)},
+        body=lambda: body_schema(creating=True),
+        errors=(413, 422),
+        tags=_TAGS,
+    )
+)
 async def create(request: Request) -> Response:
     """POST /v1/subscriptions."""
     relay = _relay(request)
@@ -175,11 +298,19 @@ async def create(request: Request) -> Response:
     )
 
 
+@web.operation(
+    web.Operation(
+        "The subscriptions, newest first",
+        {200: ("A page of subscriptions", api.page_of(SUBSCRIPTION_SCHEMA))},
+        query=(LIMIT, CURSOR),
+        tags=_TAGS,
+    )
+)
 async def list_all(request: Request) -> Response:
     """GET /v1/subscriptions?cursor=&limit=."""
     relay = _relay(request)
-    limit = _int(request, "limit", 50, 1, MAX_LIMIT)
-    before = _int(request, "cursor", 0, 0) or None
+    limit = LIMIT.read(request)
+    before = CURSOR.read(request) or None
 
     def q(conn: sqlite3.Connection) -> list[outbox.Subscription]:
         sql = "SELECT * FROM subscriptions"
@@ -195,11 +326,28 @@ async def list_all(request: Request) -> Response:
     return web.JSON({"data": [s.public() for s in subs], "next_cursor": cursor})
 
 
+@web.operation(
+    web.Operation(
+        "One subscription",
+        {200: ("The subscription", SUBSCRIPTION_SCHEMA)},
+        errors=(404,),
+        tags=_TAGS,
+    )
+)
 async def get_one(request: Request) -> Response:
     """GET /v1/subscriptions/{id}."""
     return web.JSON((await _get(_relay(request), request.path_params["id"])).public())
 
 
+@web.operation(
+    web.Operation(
+        "Change a subscription: url, events, filter, template, paused, ...",
+        {200: ("The subscription", SUBSCRIPTION_SCHEMA)},
+        body=lambda: body_schema(creating=False),
+        errors=(404, 413, 422),
+        tags=_TAGS,
+    )
+)
 async def patch(request: Request) -> Response:
     """PATCH /v1/subscriptions/{id}: url, events, filter, template, paused, ..."""
     relay = _relay(request)
@@ -227,6 +375,14 @@ async def patch(request: Request) -> Response:
     return web.JSON(updated.public())
 
 
+@web.operation(
+    web.Operation(
+        "Delete a subscription; its pending deliveries are canceled",
+        {204: ("Deleted", None)},
+        errors=(404,),
+        tags=_TAGS,
+    )
+)
 async def delete(request: Request) -> Response:
     """DELETE /v1/subscriptions/{id}: pending deliveries are canceled."""
     relay = _relay(request)
@@ -237,6 +393,14 @@ async def delete(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@web.operation(
+    web.Operation(
+        "Send a sample job.test event to this subscription",
+        {202: ("The delivery", DELIVERY_SCHEMA)},
+        errors=(404,),
+        tags=_TAGS,
+    )
+)
 async def send_test(request: Request) -> Response:
     """POST /v1/subscriptions/{id}/test: a sample job.test delivery to this one only."""
     relay = _relay(request)
@@ -246,6 +410,14 @@ async def send_test(request: Request) -> Response:
     return web.JSON(delivery.public(), status_code=202)
 
 
+@web.operation(
+    web.Operation(
+        "Rotate a webhook subscription's secret (the old one signs too for 24 hours)",
+        {200: ("The subscription with its new secret", SUBSCRIPTION_SCHEMA)},
+        errors=(404, 409),
+        tags=_TAGS,
+    )
+)
 async def rotate(request: Request) -> Response:
     """POST /v1/subscriptions/{id}/rotate-secret: the old secret signs too for 24 hours."""
     relay = _relay(request)
@@ -258,6 +430,14 @@ async def rotate(request: Request) -> Response:
     return web.JSON(rotated.public(with_secret=True))
 
 
+@web.operation(
+    web.Operation(
+        "A webhook subscription's signing secret",
+        {200: ("The secret", SECRET_SCHEMA)},
+        errors=(404, 409),
+        tags=_TAGS,
+    )
+)
 async def secret(request: Request) -> Response:
     """GET /v1/subscriptions/{id}/secret."""
     sub = await _get(_relay(request), request.path_params["id"])
@@ -267,32 +447,45 @@ async def secret(request: Request) -> Response:
     return web.JSON({k: out[k] for k in out if "secret" in k})
 
 
+@web.operation(
+    web.Operation(
+        "The secret that signs per-job `webhook` deliveries",
+        {200: ("The secret", SECRET_SCHEMA)},
+        tags=_TAGS,
+    )
+)
 async def webhook_secret(request: Request) -> Response:
     """GET /v1/webhook-secret: signs per-job `webhook` deliveries."""
     return web.JSON({"secret": _relay(request).webhook_secret})
 
 
+@web.operation(
+    web.Operation(
+        "The delivery log, newest first, with each attempt",
+        {200: ("A page of deliveries", api.page_of(DELIVERY_SCHEMA))},
+        query=(SUBSCRIPTION_ID, JOB_ID, DELIVERY_STATUS, LIMIT, CURSOR),
+        tags=("deliveries",),
+    )
+)
 async def list_deliveries(request: Request) -> Response:
     """GET /v1/deliveries?subscription_id=&job_id=&status=&cursor=&limit=."""
     relay = _relay(request)
-    status = request.query_params.get("status") or None
-    if status is not None and status not in DELIVERY_STATUSES:
-        raise ApiError(400, "invalid_query", f"status must be one of {DELIVERY_STATUSES}")
+    status = DELIVERY_STATUS.read(request)
     where: list[str] = []
     params: list[Any] = []
-    for name in ("subscription_id", "job_id"):
-        value = request.query_params.get(name)
+    for name, query in (("subscription_id", SUBSCRIPTION_ID), ("job_id", JOB_ID)):
+        value = query.read(request)
         if value:
             where.append(f"{name} = ?")
             params.append(value)
     if status:
         where.append("status = ?")
         params.append(status)
-    before = _int(request, "cursor", 0, 0) or None
+    before = CURSOR.read(request) or None
     if before:
         where.append("seq < ?")
         params.append(before)
-    limit = _int(request, "limit", 50, 1, MAX_LIMIT)
+    limit = LIMIT.read(request)
     sql = "SELECT * FROM deliveries"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -307,6 +500,14 @@ async def list_deliveries(request: Request) -> Response:
     return web.JSON({"data": [d.public(log[d.id]) for d in rows], "next_cursor": cursor})
 
 
+@web.operation(
+    web.Operation(
+        "One delivery with its attempt log",
+        {200: ("The delivery", DELIVERY_SCHEMA)},
+        errors=(404,),
+        tags=("deliveries",),
+    )
+)
 async def get_delivery(request: Request) -> Response:
     """GET /v1/deliveries/{id} with its attempt log."""
     relay = _relay(request)
@@ -321,6 +522,14 @@ async def get_delivery(request: Request) -> Response:
     return web.JSON(delivery.public(log[delivery_id]))
 
 
+@web.operation(
+    web.Operation(
+        "Deliver again now, with a fresh schedule",
+        {202: ("The delivery", DELIVERY_SCHEMA)},
+        errors=(404, 409),
+        tags=("deliveries",),
+    )
+)
 async def retry_delivery(request: Request) -> Response:
     """POST /v1/deliveries/{id}/retry: deliver again now, with a fresh schedule."""
     relay = _relay(request)

@@ -331,3 +331,224 @@ async def test_generated_secret_is_kept_across_restarts(start_relay) -> None:
     other = await start_relay(workers=False)  # another database: another secret
     with pytest.raises(ApiError):
         other.relay.tokens.read(token)
+
+
+# -- bad input never gets a 5xx (issue 9) ---------------------------------------------------
+
+HOSTILE_BODIES = {
+    "lone surrogate in metadata": rb'{"model": "pixazo/seedvr-image", "input": {"image_url":'
+    rb' "https://x.example/a.png"}, "metadata": {"t": "\ud800"}}',
+    "lone surrogate in a key": rb'{"model": "pixazo/seedvr-image", "input": {}, "metadata":'
+    rb' {"\udc00": 1}}',
+    "lone surrogate in a URL": rb'{"model": "pixazo/seedvr-image", "input": {"image_url":'
+    rb' "https://x.example/\ud83d.png"}}',
+    "NaN": b'{"model": "pixazo/seedvr-image", "input": {"image_url": "https://x.example/a.png",'
+    b' "noise_scale": NaN}}',
+    "Infinity": b'{"model": "pixazo/seedvr-image", "input": {}, "metadata": {"n": Infinity}}',
+    "-Infinity": b'{"model": "pixazo/seedvr-image", "input": {}, "metadata": {"n": -Infinity}}',
+    "overflowing float": b'{"model": "pixazo/seedvr-image", "input": {}, "metadata": {"n": 1e999}}',
+    "65 levels": b'{"model": "pixazo/seedvr-image", "input": {}, "metadata": {"n": '
+    + b"[" * 63
+    + b"]" * 63
+    + b"}}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_BODIES))
+async def test_hostile_json_is_a_400_on_every_json_route(
+    relay: Running, pixazo: PixazoSim, name: str
+) -> None:
+    raw = HOSTILE_BODIES[name]
+    for method, path in (
+        ("POST", "/v1/jobs"),
+        ("POST", "/v1/subscriptions"),
+        ("PATCH", "/v1/subscriptions/sub_nope"),
+    ):
+        answer = await relay.client.request(
+            method, path, content=raw, headers={"content-type": "application/json"}
+        )
+        if path.endswith("sub_nope"):
+            assert answer.status_code == 404, (path, answer.text)  # looked up first
+            continue
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_json"
+    assert _generates(pixazo) == 0
+    assert (await relay.client.get("/v1/jobs")).json()["data"] == []
+    assert (await relay.client.get("/v1/subscriptions")).json()["data"] == []
+    # and on PATCH of a subscription that exists
+    sub = await relay.client.post("/v1/subscriptions", json={"url": "https://1.1.1.1/hook"})
+    assert sub.status_code == 201, sub.text
+    answer = await relay.client.patch(
+        f"/v1/subscriptions/{sub.json()['id']}",
+        content=raw,
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 400
+    shown = sub.json()
+    shown.pop("secret")
+    assert (await relay.client.get(f"/v1/subscriptions/{shown['id']}")).json() == shown
+
+
+async def test_64_levels_of_nesting_are_still_json(relay: Running) -> None:
+    deep = b'{"model": "pixazo/seedvr-image", "input": {}, "metadata": {"n": ' + b"[" * 62
+    answer = await relay.client.post("/v1/jobs", content=deep + b"]" * 62 + b"}}")
+    assert answer.status_code == 422  # parsed: 64 levels, then validated (metadata is flat)
+    assert answer.json()["error"]["details"][-1]["field"] == "metadata.n"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        rb'{"request_id": "\ud800", "status": "COMPLETED"}',
+        b'{"status": "COMPLETED", "progress": NaN}',
+        b'{"status": "COMPLETED", "output": ' + b"[" * 70 + b"]" * 70 + b"}",
+    ],
+)
+async def test_hostile_callbacks_are_400_and_recorded(
+    relay: Running, pixazo: PixazoSim, raw: bytes
+) -> None:
+    pixazo.lose_callbacks = True
+    job = (await relay.submit(IMAGE_JOB)).json()
+    hook = pixazo.jobs[job["provider_job_id"]].webhook_url
+    assert hook is not None
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(hook, content=raw)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "invalid_json"
+    events = await relay.events(job["id"])
+    rejected = [e for e in events if e["type"] == "callback.rejected"]
+    assert rejected and rejected[0]["data"]["reason"] == "invalid_json"
+    assert rejected[0]["data"]["body"] == raw.decode()
+    assert (await relay.client.get(f"/v1/jobs/{job['id']}")).json()["status"] != "succeeded"
+
+
+BAD_INTEGERS = ["٣", "1_0", "+1", " 1", "1 ", "-1", "0x10", "1e3", "1.0", str(2**63), "9" * 400]
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/v1/events", "after"),
+        ("/v1/events", "limit"),
+        ("/v1/events", "wait"),
+        ("/v1/jobs", "cursor"),
+        ("/v1/jobs", "limit"),
+        ("/v1/jobs/job_x/events", "after"),
+        ("/v1/subscriptions", "cursor"),
+        ("/v1/deliveries", "cursor"),
+        ("/v1/deliveries", "limit"),
+    ],
+)
+async def test_query_integers_are_plain_ascii_digits_within_64_bits(
+    relay: Running, path: str, name: str
+) -> None:
+    for raw in BAD_INTEGERS:
+        answer = await relay.client.get(path, params={name: raw})
+        assert answer.status_code == 400, (raw, answer.text)
+        error = answer.json()["error"]
+        assert error["code"] == "invalid_query"
+        assert error["details"] == {"parameter": name}
+
+
+async def test_cursors_take_the_largest_64_bit_integer(relay: Running) -> None:
+    top = str(2**63 - 1)
+    assert (await relay.client.get("/v1/events", params={"after": top})).json()["data"] == []
+    assert (await relay.client.get("/v1/jobs", params={"cursor": top})).status_code == 200
+    assert (await relay.client.get("/v1/deliveries", params={"cursor": top})).status_code == 200
+    assert (await relay.client.get("/v1/events", params={"after": "007"})).status_code == 200
+    for name, low, high in (("limit", 1, 500), ("wait", 0, 60)):
+        for value, status in ((low, 200), (high, 200), (low - 1, 400), (high + 1, 400)):
+            if name == "wait" and value == high:
+                continue  # a real minute of waiting
+            got = await relay.client.get("/v1/events", params={name: str(value), "after": top})
+            assert got.status_code == status, (name, value, got.text)
+
+
+async def test_dry_run_is_a_declared_boolean(relay: Running, pixazo: PixazoSim) -> None:
+    for word in ("1", "true", "YES"):
+        answer = await relay.client.post("/v1/jobs", params={"dry_run": word}, json=IMAGE_JOB)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["dry_run"] is True
+    answer = await relay.client.post("/v1/jobs", params={"dry_run": "maybe"}, json=IMAGE_JOB)
+    assert answer.status_code == 400  # once silently a real submission
+    assert _generates(pixazo) == 0
+
+
+# -- limits at their edges -------------------------------------------------------------------
+
+
+def _url(length: int, base: str = "https://x.example/") -> str:
+    return base + "a" * (length - len(base))
+
+
+@pytest.mark.parametrize(
+    ("model", "param"),
+    [
+        ("pixazo/seedvr-image", "image_url"),
+        ("pixazo/seedvr-video", "video_url"),
+        ("scenario/seedvr2-video", "video"),
+        ("scenario/upscale-v3", "image"),
+    ],
+)
+async def test_media_urls_are_at_most_2048_characters(
+    relay: Running, model: str, param: str
+) -> None:
+    answer = await relay.client.post(
+        "/v1/jobs", json={"model": model, "input": {param: _url(2049)}}
+    )
+    assert answer.status_code == 422
+    assert answer.json()["error"]["details"] == [
+        {"field": f"input.{param}", "message": "is longer than 2048 characters"}
+    ]
+    if model.startswith("pixazo/"):  # Scenario's dry run would fetch the media
+        body = {"model": model, "input": {param: _url(2048)}}
+        answer = await relay.client.post("/v1/jobs", params={"dry_run": "1"}, json=body)
+        assert answer.status_code == 200, answer.text
+
+
+async def test_per_job_webhook_limits(start_relay) -> None:
+    relay = await start_relay(RELAY_ALLOW_PRIVATE_TARGETS="1")
+    base = "http://127.0.0.1:9/"
+    dry = {"dry_run": "1"}
+    for length, status in ((2048, 200), (2049, 422)):
+        body = {**IMAGE_JOB, "webhook": _url(length, base)}
+        answer = await relay.client.post("/v1/jobs", params=dry, json=body)
+        assert answer.status_code == status, (length, answer.text)
+    for count, status in ((16, 200), (17, 422)):
+        body = {**IMAGE_JOB, "webhook": base, "webhook_events_filter": ["completed"] * count}
+        answer = await relay.client.post("/v1/jobs", params=dry, json=body)
+        assert answer.status_code == status, (count, answer.text)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:9/hook", "http://localhost:9/hook", "http://10.1.2.3/x", "http://[::1]/x"],
+)
+async def test_per_job_webhook_to_a_private_address_is_refused_at_submit(
+    relay: Running, pixazo: PixazoSim, url: str
+) -> None:
+    answer = await relay.submit({**IMAGE_JOB, "webhook": url})
+    assert answer.status_code == 422, answer.text
+    [problem] = answer.json()["error"]["details"]
+    assert problem["field"] == "webhook"
+    assert "RELAY_ALLOW_PRIVATE_TARGETS" in problem["message"]
+    assert "/hook" not in problem["message"]  # the host is named, never the path
+    assert _generates(pixazo) == 0
+    assert (await relay.client.get("/v1/jobs")).json()["data"] == []
+
+
+async def test_an_error_answer_lists_at_most_20_problems(relay: Running) -> None:
+    body = {**IMAGE_JOB, **{f"k{i}": 0 for i in range(80_000)}}  # under 1 MiB
+    answer = await relay.submit(body)
+    assert answer.status_code == 422
+    assert len(answer.content) < 4096
+    error = answer.json()["error"]
+    assert len(error["details"]) == 21
+    assert error["details"][-1] == {"field": "*", "message": "79980 more problems not listed"}
+    assert "(and 79995 more)" in error["message"]
+
+
+async def test_echoed_values_are_clipped(relay: Running) -> None:
+    answer = await relay.submit({"model": "m" * 100_000, "input": {}, "k" * 100_000: 1})
+    assert answer.status_code == 422
+    assert len(answer.content) < 4096

@@ -286,11 +286,14 @@ async def test_a_hanging_subscriber_does_not_delay_the_others(
 async def test_private_target_is_refused_at_delivery(
     start_relay, serve_subscriber: ServeSubscriber
 ) -> None:
-    relay = await start_relay(RELAY_RETRY_SCHEDULE="0,0.1,0.2", RELAY_DELIVERY_TIMEOUT="0.5")
+    fast = {"RELAY_RETRY_SCHEDULE": "0,0.1,0.2", "RELAY_DELIVERY_TIMEOUT": "0.5"}
     subscriber, url = await serve_subscriber()
-    # Job creation checks only the URL's shape; the address guard runs at delivery.
-    answer = await relay.submit({**IMAGE_JOB, "webhook": f"{url}/hook"})
+    # Submission refuses a private webhook too; a job accepted while private targets were
+    # allowed is still refused at delivery once they no longer are.
+    allowing = await start_relay(RELAY_ALLOW_PRIVATE_TARGETS="1", workers=False, **fast)
+    answer = await allowing.submit({**IMAGE_JOB, "webhook": f"{url}/hook"})
     assert answer.status_code == 202, answer.text
+    relay = await start_relay(RELAY_DATABASE=allowing.settings.database, **fast)
     job = await relay.wait_status(answer.json()["id"], TERMINAL)
     [delivery] = await settled(relay, 1, job_id=job["id"])
     assert delivery["status"] == "failed"

@@ -489,3 +489,84 @@ async def test_rotated_secret_signs_with_the_new_and_the_old_one(
     slack = await subscribe(relay, f"{url}/slack", kind="slack")
     refused = await relay.client.post(f"/v1/subscriptions/{slack['id']}/rotate-secret")
     assert refused.status_code == 409
+
+
+# -- bad input and limits (issue 9) ----------------------------------------------------------
+
+ODD_FIELDS: list[dict[str, Any]] = [
+    {"events": [["job.succeeded"]]},
+    {"events": [{}]},
+    {"events": [None, 1, 2.5, True]},
+    {"events": "job.succeeded"},
+    {"filter": {"models": [["x"]]}},
+    {"filter": {"models": [{}]}},
+    {"filter": {"models": "pixazo/seedvr-image"}},
+    {"filter": {"metadata": {"a": {"b": 1}}}},
+    {"filter": {"metadata": [["a"]]}},
+    {"filter": {"metadata": {"": 1}}},
+    {"filter": [[]]},
+    {"filter": {"models": [], "colour": {}}},
+    {"kind": ["slack"]},
+    {"kind": {}},
+    {"template": ["x"]},
+    {"template": {}},
+    {"description": {}},
+    {"paused": "yes"},
+    {"rate_per_second": [1]},
+    {"rate_per_second": 1e308},
+    {"max_in_flight": 2.0},
+    {"max_in_flight": 2**70},
+    {"url": ["http://x.example"]},
+    {"url": None},
+]
+
+
+@pytest.mark.parametrize("extra", ODD_FIELDS, ids=repr)
+async def test_odd_values_are_422_on_post_and_patch(
+    start_relay, serve_subscriber: ServeSubscriber, extra: dict[str, Any]
+) -> None:
+    relay = await start_relay(**FAST)
+    _, url = await serve_subscriber()
+    answer = await relay.client.post("/v1/subscriptions", json={"url": url, **extra})
+    assert answer.status_code == 422, answer.text
+    assert problem_fields(answer)
+    slack = await subscribe(relay, url, kind="slack")
+    answer = await relay.client.patch(f"/v1/subscriptions/{slack['id']}", json=extra)
+    assert answer.status_code == 422, answer.text
+    now = await relay.client.get(f"/v1/subscriptions/{slack['id']}")
+    assert now.json() == {k: v for k, v in slack.items() if k != "secret"}
+
+
+async def test_subscription_limits_at_their_edges(
+    start_relay, serve_subscriber: ServeSubscriber
+) -> None:
+    relay = await start_relay(**FAST)
+    _, url = await serve_subscriber()
+    base = f"{url}/"
+    cases: list[tuple[dict[str, Any], dict[str, Any], str]] = [
+        ({"url": base + "a" * (2048 - len(base))}, {"url": base + "a" * (2049 - len(base))}, "url"),
+        ({"events": ["job.*"] * 16}, {"events": ["job.*"] * 17}, "events"),
+        (
+            {"kind": "slack", "template": "x" * 2000},
+            {"kind": "slack", "template": "{" * 2001},
+            "template",
+        ),
+        ({"description": "d" * 500}, {"description": "d" * 501}, "description"),
+        ({"max_in_flight": 64}, {"max_in_flight": 65}, "max_in_flight"),
+        ({"rate_per_second": 1000}, {"rate_per_second": 1000.5}, "rate_per_second"),
+    ]
+    for good, bad, field in cases:
+        created = await relay.client.post("/v1/subscriptions", json={"url": url, **good})
+        assert created.status_code == 201, (field, created.text)
+        answer = await relay.client.post("/v1/subscriptions", json={"url": url, **bad})
+        assert problem_fields(answer) == {field}
+        patched = await relay.client.patch(
+            f"/v1/subscriptions/{created.json()['id']}",
+            json={k: v for k, v in bad.items() if k != "kind"},
+        )
+        assert problem_fields(patched) == {field}
+    refused = await relay.client.post(
+        "/v1/subscriptions", json={"url": url, "kind": "slack", "template": "{" * 2001}
+    )
+    [problem] = refused.json()["error"]["details"]
+    assert problem["message"] == "template is 2001 characters long; the limit is 2000"
