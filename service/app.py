@@ -31,7 +31,6 @@ from service import (
     openapi,
     outbound,
     outbox,
-    signing,
     subscriptions,
     web,
 )
@@ -58,7 +57,7 @@ class Relay:
     submitter: Submitter
     poller: Poller
     deliverer: Deliverer
-    webhook_secret: str
+    webhook_secret: outbox.ServiceSecret
     providers: dict[str, Provider]
     clients: list[httpx.AsyncClient]
     # Every lookup of a user-chosen target goes through this (tests inject a fake):
@@ -85,7 +84,7 @@ async def start(
         else await store.meta_get_or_set("relay_secret", lambda: secrets.token_urlsafe(32))
     )
     tokens = hooks.Tokens(secret, settings.callback_max_age)
-    webhook_secret = await store.meta_get_or_set("webhook_secret", signing.new_secret)
+    webhook_secret = await store.write(outbox.service_secret)
     store.hooks.append(outbox.Fanout())
     ssl_context = ssl.create_default_context()
     clients: list[httpx.AsyncClient] = []

@@ -74,7 +74,7 @@ class Deliverer:
         settings: Settings,
         clock: Callable[[], float],
         owner: str,
-        webhook_secret: str,
+        webhook_secret: outbox.ServiceSecret,
         rand: Callable[[], float] = random.random,
         capacity: int = 512,
         resolve: netguard.Resolver | None = None,
@@ -133,7 +133,7 @@ class Deliverer:
         now = self._clock()
         headers = {"content-type": "application/json"}
         if delivery.kind == "webhook":
-            keys = sub.signing_secrets(now) if sub else [self._webhook_secret]
+            keys = (sub or self._webhook_secret).signing_secrets(now)
             headers = signing.headers(keys, delivery.id, int(now), body)
         started = time.perf_counter()
         status: int | None = None

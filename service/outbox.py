@@ -386,6 +386,64 @@ def delete_subscription(tx: Tx, sub_id: str, now: float) -> bool:
     return True
 
 
+class ServiceSecret:
+    """The service-wide `whsec_` secret that signs per-job webhooks, and its predecessor."""
+
+    __slots__ = ("current", "previous", "previous_until")
+
+    def __init__(self, current: str, previous: str | None, previous_until: float | None) -> None:
+        self.current = current
+        self.previous = previous
+        self.previous_until = previous_until
+
+    def signing_secrets(self, now: float) -> list[str]:
+        """The current secret, and the previous one while it overlaps."""
+        if self.previous and (self.previous_until or 0) > now:
+            return [self.current, self.previous]
+        return [self.current]
+
+    def public(self) -> dict[str, Any]:
+        """The secret as the API shows it."""
+        out: dict[str, Any] = {"secret": self.current}
+        if self.previous and self.previous_until:
+            out["previous_secret_expires_at"] = iso(self.previous_until)
+        return out
+
+
+_SERVICE_KEYS = ("webhook_secret", "webhook_secret_previous", "webhook_secret_previous_until")
+
+
+def service_secret(tx: Tx) -> ServiceSecret:
+    """The service-wide secret, made on first use (OR IGNORE: two processes keep one)."""
+    tx.conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('webhook_secret', ?)",
+        (signing.new_secret(),),
+    )
+    rows = tx.conn.execute(
+        "SELECT key, value FROM meta WHERE key IN (?, ?, ?)", _SERVICE_KEYS
+    ).fetchall()
+    values = {row[0]: row[1] for row in rows}
+    until = values.get("webhook_secret_previous_until")
+    return ServiceSecret(
+        values["webhook_secret"],
+        values.get("webhook_secret_previous"),
+        float(until) if until else None,
+    )
+
+
+def rotate_service_secret(tx: Tx, now: float) -> ServiceSecret:
+    """A new service-wide secret; the old one keeps signing for 24 hours beside it."""
+    old = service_secret(tx)
+    values = (signing.new_secret(), old.current, repr(now + ROTATION_OVERLAP))
+    for key, value in zip(_SERVICE_KEYS, values, strict=True):
+        tx.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+    return service_secret(tx)
+
+
 def rotate_secret(tx: Tx, sub_id: str, now: float) -> Subscription | None:
     """A new secret; the old one keeps signing for 24 hours beside it."""
     sub = get_subscription(tx, sub_id)

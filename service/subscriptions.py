@@ -456,7 +456,29 @@ async def secret(request: Request) -> Response:
 )
 async def webhook_secret(request: Request) -> Response:
     """GET /v1/webhook-secret: signs per-job `webhook` deliveries."""
-    return web.JSON({"secret": _relay(request).webhook_secret})
+    return web.JSON(_relay(request).webhook_secret.public())
+
+
+@web.operation(
+    web.Operation(
+        "A new service-wide secret; the old one keeps signing beside it for 24 hours",
+        {200: ("The new secret", SECRET_SCHEMA)},
+        tags=_TAGS,
+    )
+)
+async def rotate_webhook_secret(request: Request) -> Response:
+    """POST /v1/webhook-secret/rotate."""
+    relay = _relay(request)
+    now = time.time()
+    rotated = await relay.store.write(lambda tx: outbox.rotate_service_secret(tx, now))
+    # The deliverer holds this same object: per-job webhooks are signed with both from now on.
+    held = relay.webhook_secret
+    held.current, held.previous, held.previous_until = (
+        rotated.current,
+        rotated.previous,
+        rotated.previous_until,
+    )
+    return web.JSON(held.public())
 
 
 @web.operation(
@@ -553,6 +575,7 @@ ROUTES = [
     Route("/subscriptions/{id}/rotate-secret", rotate, methods=["POST"]),
     Route("/subscriptions/{id}/secret", secret, methods=["GET"]),
     Route("/webhook-secret", webhook_secret, methods=["GET"]),
+    Route("/webhook-secret/rotate", rotate_webhook_secret, methods=["POST"]),
     Route("/deliveries", list_deliveries, methods=["GET"]),
     Route("/deliveries/{id}", get_delivery, methods=["GET"]),
     Route("/deliveries/{id}/retry", retry_delivery, methods=["POST"]),

@@ -491,6 +491,34 @@ async def test_rotated_secret_signs_with_the_new_and_the_old_one(
     assert refused.status_code == 409
 
 
+async def test_the_service_wide_secret_rotates_and_both_sign_for_a_day(
+    start_relay, serve_subscriber: ServeSubscriber
+) -> None:
+    relay = await start_relay(**FAST)
+    subscriber, url = await serve_subscriber()
+    old = (await relay.client.get("/v1/webhook-secret")).json()["secret"]
+    answer = await relay.client.post("/v1/webhook-secret/rotate")
+    assert answer.status_code == 200, answer.text
+    new = answer.json()["secret"]
+    assert new.startswith("whsec_")
+    assert new != old
+    overlap = parse_iso(answer.json()["previous_secret_expires_at"]) - datetime.now(UTC)
+    assert 23.9 * 3600 < overlap.total_seconds() <= 24 * 3600
+    assert (await relay.client.get("/v1/webhook-secret")).json()["secret"] == new
+
+    await run_job(relay, {**IMAGE_JOB, "webhook": f"{url}/per-job"})
+    [received] = await subscriber.wait_for(1)
+    assert verify(new, received)["type"] == "job.succeeded"
+    assert verify(old, received)["type"] == "job.succeeded"
+    assert len(received.headers["webhook-signature"].split()) == 2
+
+    # Kept in the database: a relay started on the same file signs with the same two.
+    again = await start_relay(RELAY_DATABASE=relay.settings.database, **FAST)
+    shown = (await again.client.get("/v1/webhook-secret")).json()
+    assert shown["secret"] == new
+    assert shown["previous_secret_expires_at"] == answer.json()["previous_secret_expires_at"]
+
+
 # -- bad input and limits (issue 9) ----------------------------------------------------------
 
 ODD_FIELDS: list[dict[str, Any]] = [
