@@ -203,6 +203,9 @@ async def _check_fields(
         out["events"] = list(outbox.TERMINAL_TYPES)
         if "url" not in body:
             problems.append(Problem("url", "is required"))
+    elif "kind" in body:
+        # PATCH bodies have no `kind` (the route drops one equal to the subscription's own)
+        problems.append(Problem("kind", "cannot be changed; create a new subscription"))
     for name, spec in FIELDS.items():
         if name not in body:
             continue

@@ -9,13 +9,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from service import catalog, jobs, retry, subscriptions, web
 from service.errors import ApiError
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: the suite sees the same examples on every run, so CI never flakes on a new one.
+FAST = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 scalars = (
     st.none()
@@ -90,6 +96,7 @@ def subscription_bodies(draw: st.DrawFn) -> dict[str, Any]:
 
 @FAST
 @given(json_values | subscription_bodies(), st.booleans())
+@example({"kind": "slack"}, False)  # a PATCH naming its kind: refused, as its schema says
 def test_subscription_validation_never_raises(body: Any, creating: bool) -> None:
     fields, problems = asyncio.run(
         subscriptions._check_fields(body, creating=creating, kind="slack", allow_private=True)
