@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from service import notify
+from service.notify import discord, google_chat, slack, teams
 from service.sim import chat
 
 CHAT_KINDS = ("slack", "discord", "teams", "google_chat")
@@ -139,17 +140,34 @@ def test_clip_counts_utf16_units_and_marks_the_cut() -> None:
     assert clipped == "🔥🔥…" and units(clipped) == 5
 
 
-def test_notify_stays_pure() -> None:
-    tree = ast.parse(Path(notify.__file__).read_text())
-    imported = {
-        alias.name.split(".")[0]
-        for node in ast.walk(tree)
+def imports(path: Path) -> set[str]:
+    return {
+        alias.name
+        for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in (
             node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
         )
     }
-    assert not imported & {"httpx", "starlette", "aiosqlite", "uvicorn"}
+
+
+def test_notify_stays_pure() -> None:
+    files = [*Path(notify.__file__).parent.glob("*.py")]
+    assert len(files) == 7
+    for path in files:
+        imported = imports(path)
+        assert not {name.split(".")[0] for name in imported} & {
+            "httpx",
+            "starlette",
+            "aiosqlite",
+            "sqlite3",
+            "uvicorn",
+        }, path
+        # Within the service, only the keys module and the package's own modules.
+        inside = {n for n in imported if n.split(".")[0] == "service"}
+        assert inside <= {"service", "service.notify", "service.notification"} | {
+            f"service.notify.{p.stem}" for p in files
+        }, path
 
 
 # --- render: every kind within every limit ----------------------------------------------------
@@ -219,14 +237,14 @@ def test_slack_failure_shows_the_error() -> None:
 def test_slack_at_the_limits() -> None:
     body = notify.render("slack", extreme())
     blocks = body["blocks"]
-    assert len(blocks) <= notify.MAX_SLACK_BLOCKS
-    assert units(body["text"]) <= notify.MAX_SLACK_TEXT
+    assert len(blocks) <= slack.MAX_BLOCKS
+    assert units(body["text"]) <= slack.MAX_TEXT
     for block in blocks:
         if block["type"] == "section":
-            assert len(block.get("fields", [])) <= notify.MAX_SLACK_FIELDS
-            assert all(units(f["text"]) <= notify.MAX_SLACK_FIELD for f in block.get("fields", []))
+            assert len(block.get("fields", [])) <= slack.MAX_FIELDS
+            assert all(units(f["text"]) <= slack.MAX_FIELD for f in block.get("fields", []))
             if "text" in block:
-                assert units(block["text"]["text"]) <= notify.MAX_SLACK_TEXT
+                assert units(block["text"]["text"]) <= slack.MAX_TEXT
     error = next(b for b in blocks if b.get("text", {}).get("text", "").startswith("*Error*"))
     assert error["text"]["text"].endswith("…")
     assert not error["text"]["text"].endswith(("&…", "&a…", "&am…", "&amp…", "&lt…", "&l…"))
@@ -294,16 +312,16 @@ def embed_size(embed: dict[str, Any]) -> int:
 
 def test_discord_at_the_limits() -> None:
     body = notify.render("discord", extreme())
-    assert units(body["content"]) <= notify.MAX_DISCORD_CONTENT
-    assert len(body["embeds"]) <= notify.MAX_DISCORD_EMBEDS
+    assert units(body["content"]) <= discord.MAX_CONTENT
+    assert len(body["embeds"]) <= discord.MAX_EMBEDS
     embed = body["embeds"][0]
-    assert units(embed["title"]) <= notify.MAX_DISCORD_TITLE and embed["title"].endswith("…")
-    assert units(embed["description"]) <= notify.MAX_DISCORD_DESCRIPTION
-    assert len(embed["fields"]) <= notify.MAX_DISCORD_FIELDS
+    assert units(embed["title"]) <= discord.MAX_TITLE and embed["title"].endswith("…")
+    assert units(embed["description"]) <= discord.MAX_DESCRIPTION
+    assert len(embed["fields"]) <= discord.MAX_FIELDS
     for field in embed["fields"]:
-        assert units(field["name"]) <= notify.MAX_DISCORD_FIELD_NAME
-        assert 0 < units(field["value"]) <= notify.MAX_DISCORD_FIELD_VALUE
-    assert embed_size(embed) <= notify.MAX_DISCORD_EMBED_TOTAL
+        assert units(field["name"]) <= discord.MAX_FIELD_NAME
+        assert 0 < units(field["value"]) <= discord.MAX_FIELD_VALUE
+    assert embed_size(embed) <= discord.MAX_EMBED_TOTAL
 
 
 def test_discord_huge_error_is_clipped_but_metadata_stays() -> None:
@@ -324,7 +342,7 @@ def test_discord_thirty_outputs_name_the_rest() -> None:
 def test_discord_many_metadata_keys_end_with_a_count() -> None:
     event = make_event(metadata={f"k{n}": str(n) for n in range(40)})
     fields = notify.render("discord", event)["embeds"][0]["fields"]
-    assert len(fields) == notify.MAX_DISCORD_FIELDS
+    assert len(fields) == discord.MAX_FIELDS
     assert fields[-1]["name"] == "More metadata" and fields[-1]["value"].endswith("more keys")
 
 
@@ -359,17 +377,17 @@ def test_teams_failure_and_many_outputs() -> None:
     }
     assert "actions" not in card
     card = notify.render("teams", EXTREMES["thirty_outputs"])["attachments"][0]["content"]
-    assert len(card["actions"]) == notify.MAX_TEAMS_ACTIONS
+    assert len(card["actions"]) == teams.MAX_ACTIONS
     assert any(b.get("text") == "…and 25 more outputs" for b in card["body"])
 
 
 def test_teams_shrinks_to_fit_the_size_limit() -> None:
     body = notify.render("teams", extreme())
-    assert len(json.dumps(body, ensure_ascii=False).encode()) <= notify.MAX_TEAMS_BYTES
+    assert len(json.dumps(body, ensure_ascii=False).encode()) <= teams.MAX_BYTES
     card = body["attachments"][0]["content"]
     assert len(card["body"][-2]["facts"] if card["body"][-1]["type"] != "FactSet" else []) >= 0
     facts = next(b for b in card["body"] if b["type"] == "FactSet")["facts"]
-    assert len(facts) <= notify.MAX_TEAMS_FACTS
+    assert len(facts) <= teams.MAX_FACTS
 
 
 def test_google_chat_layout() -> None:
@@ -410,11 +428,11 @@ def test_google_chat_escapes_card_html_and_text_mentions() -> None:
 def test_google_chat_caps_buttons_and_widgets() -> None:
     body = notify.render("google_chat", extreme())
     widgets = body["cardsV2"][0]["card"]["sections"][0]["widgets"]
-    assert len(widgets) <= notify.MAX_GOOGLE_CHAT_WIDGETS
+    assert len(widgets) <= google_chat.MAX_WIDGETS
     [buttons] = [w["buttonList"]["buttons"] for w in widgets if "buttonList" in w]
-    assert len(buttons) == notify.MAX_GOOGLE_CHAT_BUTTONS
+    assert len(buttons) == google_chat.MAX_BUTTONS
     assert {"textParagraph": {"text": "…and 20 more outputs"}} in widgets
-    assert units(body["text"]) <= notify.MAX_GOOGLE_CHAT_TEXT
+    assert units(body["text"]) <= google_chat.MAX_TEXT
 
 
 # --- templates --------------------------------------------------------------------------------
