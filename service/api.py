@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import catalog, web
+from service import catalog, notification, web
 from service.errors import ApiError
 from service.jobs import Status
 
@@ -91,46 +91,17 @@ _NULL_TIME = {"type": ["string", "null"], "description": _TIME["description"]}
 JOB_SCHEMA: web.Schema = {
     "type": "object",
     "required": [
-        "id",
-        "model",
-        "status",
-        "progress",
-        "outputs",
-        "error",
-        "metadata",
-        "provider",
-        "provider_job_id",
-        "cost",
-        "created_at",
-        "updated_at",
+        *notification.DATA_KEYS,
         "input",
         "webhook",
         "webhook_events_filter",
         "finished_at",
     ],
     "properties": {
-        "id": _STR,
+        **notification.DATA_PROPERTIES,
         "model": {"type": "string", "enum": list(catalog.MODELS)},
         "status": {"type": "string", "enum": [str(s) for s in Status]},
-        "progress": {"type": "number", "minimum": 0, "maximum": 1},
-        "outputs": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["url"],
-                "properties": {"url": _STR, "media_type": _NULL_STR},
-            },
-        },
-        "error": {
-            "type": ["object", "null"],
-            "properties": {"code": _STR, "message": _STR},
-        },
-        "metadata": {"type": "object"},
         "provider": {"type": "string", "enum": ["pixazo", "scenario"]},
-        "provider_job_id": _NULL_STR,
-        "cost": {"type": ["number", "null"]},
-        "created_at": _TIME,
-        "updated_at": _TIME,
         "finished_at": _NULL_TIME,
         "input": {"type": "object"},
         "webhook": _NULL_STR,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import signing
+from service.notification import Notification, NotificationData, pick
 from service.store import Event, Job, Tx, dumps, iso
 
 NOTIFY_TYPES = ("job.queued", "job.processing", "job.succeeded", "job.failed", "job.canceled")
@@ -22,20 +23,6 @@ JOB_FILTERS = {
     "start": ("job.processing",),
     "output": ("job.succeeded",),
 }
-NOTIFICATION_KEYS = (
-    "id",
-    "model",
-    "status",
-    "progress",
-    "outputs",
-    "error",
-    "metadata",
-    "provider",
-    "provider_job_id",
-    "cost",
-    "created_at",
-    "updated_at",
-)
 ROTATION_OVERLAP = 24 * 3600.0
 _VERSION_KEY = "subscriptions_version"
 
@@ -209,10 +196,9 @@ class Delivery:
         return out
 
 
-def notification(event: Event) -> dict[str, Any]:
+def notification(event: Event) -> Notification:
     """The body every subscriber gets for an event (SPEC: Outgoing notifications)."""
-    data = {k: event.data.get(k) for k in NOTIFICATION_KEYS}
-    return {"type": event.type, "timestamp": iso(event.created_at), "data": data}
+    return {"type": event.type, "timestamp": iso(event.created_at), "data": pick(event.data)}
 
 
 def _bump(tx: Tx) -> None:
@@ -478,7 +464,7 @@ def pause(tx: Tx, sub_id: str, reason: str, now: float) -> None:
 
 def send_test(tx: Tx, sub: Subscription, now: float) -> Delivery:
     """Record a test event and one delivery of it to this subscription only."""
-    sample = {
+    sample: NotificationData = {
         "id": "job_test",
         "model": "pixazo/seedvr-image",
         "status": "succeeded",
@@ -491,9 +477,8 @@ def send_test(tx: Tx, sub: Subscription, now: float) -> Delivery:
         "cost": None,
         "created_at": iso(now),
         "updated_at": iso(now),
-        "subscription_id": sub.id,
     }
-    event = tx.add_event(None, TEST_TYPE, "api", now, sample)
+    event = tx.add_event(None, TEST_TYPE, "api", now, {**sample, "subscription_id": sub.id})
     assert event is not None  # noqa: S101
     ordered, _, _ = default_pace(sub.kind)
     delivery_id = signing.new_message_id()

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from service import jobs
+from service import jobs, notification
 from service.errors import StorageUnavailable
 from service.jobs import Status
 
@@ -108,7 +108,7 @@ class Job:
 
     def notification_data(self) -> dict[str, Any]:
         """The job as notifications carry it (SPEC: Outgoing notifications)."""
-        return {
+        data: notification.NotificationData = {
             "id": self.id,
             "model": self.model,
             "status": str(self.status),
@@ -122,6 +122,7 @@ class Job:
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
         }
+        return dict(data)
 
     def public(self) -> dict[str, Any]:
         """The job as the API shows it."""

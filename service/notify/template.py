@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from service import notification
 from service.notify import message
 from service.notify.message import Event
 
@@ -21,22 +22,16 @@ _COMPUTED: dict[str, Callable[[Event], str]] = {
     "status_emoji": message.status_emoji,
     "output_urls": message.output_urls,
 }
+# Below these keys of the notification's data a placeholder may go further.
+_SHAPES: dict[str, _Schema] = {
+    "outputs": [dict.fromkeys(notification.OUTPUT_KEYS)],
+    "error": dict.fromkeys(notification.ERROR_KEYS),
+    "metadata": {"*": None},
+}
 _FIELDS: dict[str, _Schema] = {
     "type": None,
     "timestamp": None,
-    "data": {
-        "id": None,
-        "model": None,
-        "status": None,
-        "progress": None,
-        "outputs": [{"url": None, "media_type": None}],
-        "error": {"code": None, "message": None},
-        "metadata": {"*": None},
-        "provider": None,
-        "provider_job_id": None,
-        "created_at": None,
-        "updated_at": None,
-    },
+    "data": {key: _SHAPES.get(key) for key in notification.DATA_KEYS},
     **dict.fromkeys(_COMPUTED),
 }
 # Metadata keys outside this alphabet cannot be named in a template (no quoting syntax yet).
