@@ -29,7 +29,6 @@ from service import (
     logs,
     netguard,
     openapi,
-    outbound,
     outbox,
     subscriptions,
     web,
@@ -38,9 +37,8 @@ from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError, StorageUnavailable
 from service.poller import Poller
+from service.providers import build as build_providers
 from service.providers.base import Provider
-from service.providers.pixazo import Pixazo
-from service.providers.scenario import Scenario
 from service.store import Store
 from service.submit import Submitter
 
@@ -87,32 +85,7 @@ async def start(
     webhook_secret = await store.write(outbox.service_secret)
     store.hooks.append(outbox.Fanout())
     ssl_context = ssl.create_default_context()
-    clients: list[httpx.AsyncClient] = []
-    providers: dict[str, Provider] = {}
-    if settings.pixazo_api_key is not None:
-        client = outbound.provider_client(settings.provider_timeout, ssl_context)
-        clients.append(client)
-        providers["pixazo"] = Pixazo(client, settings.pixazo_base_url, str(settings.pixazo_api_key))
-    if settings.scenario_api_key is not None and settings.scenario_api_secret is not None:
-        client = outbound.provider_client(settings.provider_timeout, ssl_context)
-        # Media URLs are the user's: fetched through the guarded client, never the provider's.
-        media_client = outbound.guarded_client(
-            settings.provider_timeout,
-            ssl_context,
-            allow_private=settings.allow_private_targets,
-            resolve=resolve,
-        )
-        clients += [client, media_client]
-        providers["scenario"] = Scenario(
-            client,
-            settings.scenario_base_url,
-            str(settings.scenario_api_key),
-            str(settings.scenario_api_secret),
-            settings.scenario_project_id,
-            media_client=media_client,
-            allow_private_media=settings.allow_private_targets,
-            resolve=resolve,
-        )
+    providers, clients = build_providers(settings, ssl_context, resolve)
     owner = owner_id()
     submitter = Submitter(store, providers, settings, tokens, clock, resolve)
     poller = Poller(store, providers, settings, clock, owner, resume=submitter.resume)

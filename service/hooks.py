@@ -12,7 +12,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import ledger, store, web
+from service import ledger, providers, store, web
 from service.errors import ApiError
 
 if TYPE_CHECKING:
@@ -133,8 +133,9 @@ class PixazoCallbacks:
             raise
         text = raw.decode("utf-8", "replace")
         digest = store.body_hash(raw)
+        heard = providers.parse_callback("pixazo", body)
         outcome, job = await relay.store.write(
-            lambda tx: ledger.record_callback(tx, job_id, text, body, digest, now)
+            lambda tx: ledger.record_callback(tx, job_id, text, heard, digest, now)
         )
         if job is None:
             raise ApiError(404, "not_found", "no such callback")

@@ -1,9 +1,10 @@
-"""Job statuses, provider status mapping and monotonic transitions (pure)."""
+"""Job statuses, monotonic transitions and what providers report (pure)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Status(StrEnum):
@@ -36,52 +37,6 @@ _RANK = {
     Status.FAILED: 3,
     Status.CANCELED: 3,
 }
-
-PIXAZO_STATUS = {
-    "QUEUED": Status.QUEUED,
-    "PENDING": Status.QUEUED,
-    "STARTING": Status.QUEUED,
-    "PROCESSING": Status.PROCESSING,
-    "RUNNING": Status.PROCESSING,
-    "IN_PROGRESS": Status.PROCESSING,
-    "COMPLETED": Status.SUCCEEDED,
-    "SUCCEEDED": Status.SUCCEEDED,
-    "SUCCESS": Status.SUCCEEDED,
-    "FAILED": Status.FAILED,
-    # ERROR is a system error at Pixazo (not charged); for the relay's users the job failed.
-    "ERROR": Status.FAILED,
-    "CANCELED": Status.CANCELED,
-    "CANCELLED": Status.CANCELED,
-}
-
-# Scenario's docs disagree ("failure" vs "failed"); both are accepted, and so is "in-progress".
-SCENARIO_STATUS = {
-    "queued": Status.QUEUED,
-    "pending": Status.QUEUED,
-    "warming-up": Status.QUEUED,
-    "in-progress": Status.PROCESSING,
-    "processing": Status.PROCESSING,
-    "running": Status.PROCESSING,
-    "success": Status.SUCCEEDED,
-    "succeeded": Status.SUCCEEDED,
-    "failure": Status.FAILED,
-    "failed": Status.FAILED,
-    "canceled": Status.CANCELED,
-    "cancelled": Status.CANCELED,
-}
-
-
-def map_pixazo(raw: object) -> Status | None:
-    """Pixazo's status word (any case) as a relay status, or None when unknown."""
-    return PIXAZO_STATUS.get(str(raw).strip().upper()) if raw is not None else None
-
-
-def map_scenario(raw: object) -> Status | None:
-    """Scenario's status word as a relay status; unknown non-terminal words count as running."""
-    if raw is None:
-        return None
-    word = str(raw).strip().lower()
-    return SCENARIO_STATUS.get(word, Status.PROCESSING if word else None)
 
 
 def advance(old: Status, new: Status) -> bool:
@@ -122,3 +77,13 @@ class Report:
     error: str | None = None
     cost: float | None = None
     provider_job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackReport:
+    """What a provider's callback said, parsed by its adapter; raw values kept as received."""
+
+    status: Status | None  # None when the status word is missing or unknown
+    raw_status: Any = None
+    request_id: Any = None
+    progress: float | None = None

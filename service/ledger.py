@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from service import jobs
-from service.jobs import Report, Status
+from service.jobs import CallbackReport, Report, Status
 from service.store import Event, Idempotent, Job, Tx, _idem, dumps
 
 Source = Literal["api", "callback", "poll", "system"]
@@ -325,16 +325,13 @@ def _keep_callback(
 
 
 def record_callback(
-    tx: Tx, job_id: str, raw: str, body: Any, digest: str, now: float
+    tx: Tx, job_id: str, raw: str, heard: CallbackReport, digest: str, now: float
 ) -> tuple[CallbackOutcome, Job | Head | None]:
-    """Record a verified callback; apply what needs no confirmation, schedule what does."""
+    """Record a callback its adapter parsed; apply what needs no confirmation, schedule the rest."""
     job = Head.read(tx, job_id)
     if job is None:
         return "ignored", None
-    parsed = body if isinstance(body, dict) else {}
-    raw_status = parsed.get("status")
-    status = jobs.map_pixazo(raw_status)
-    request_id = parsed.get("request_id")
+    status, raw_status, request_id = heard.status, heard.raw_status, heard.request_id
     received = {"body": raw[:65536], "status": raw_status, "request_id": request_id}
     ended = job.status.terminal
     if job.provider_job_id and request_id and request_id != job.provider_job_id:
@@ -353,8 +350,7 @@ def record_callback(
         and jobs.advance(job.status, status)
     ):
         # The common case: one event, the job's new state, with the raw callback inside.
-        progress = jobs.clamp_progress(parsed.get("progress"))
-        report = Report(status, str(raw_status), progress=progress)
+        report = Report(status, str(raw_status), progress=heard.progress)
         updated, _ = _transition(tx, job, report, "callback", now, {"callback": received})
         return "applied", updated
     # Anything else is kept as received (once per distinct body) and decided by the provider.

@@ -100,12 +100,7 @@ class Submitter:
             webhook_events=body.get("webhook_events_filter"),
         )
         now = self._clock()
-        lease_until = now + 3 * self._settings.provider_timeout + 30
-        if (
-            catalog.is_http_url(str(params.get(model.media_param, "")))
-            and model.provider != "pixazo"
-        ):
-            lease_until += 1800  # the media is fetched and uploaded first
+        lease_until = now + provider.submission_lease(model, params, self._settings)
         idem = (key, digest) if key else None
         cap = (self._settings.max_in_flight, self._settings.poll_min)
         created = await self._store.write(
@@ -143,7 +138,7 @@ class Submitter:
         model = catalog.MODELS[job.model]
         provider = self._provider(model)
         now = self._clock()
-        lease_until = now + 3 * self._settings.provider_timeout + 30 + 1800
+        lease_until = now + provider.submission_lease(model, job.input, self._settings)
         cap = self._settings.max_in_flight
         taken = await self._store.write(
             lambda tx: ledger.resume_deferred(tx, job.id, now, cap, retry_at, lease_until)
@@ -160,8 +155,9 @@ class Submitter:
         key: str | None,
     ) -> Answer:
         callback = None
-        if model.provider == "pixazo":
-            callback = f"{self._settings.public_url}/hooks/pixazo/{self._tokens.make(job_id)}"
+        if provider.accepts_callbacks:
+            token = self._tokens.make(job_id)
+            callback = provider.callback_url(self._settings.public_url, token)
         try:
             report = await provider.submit(model, params, callback)
         except ProviderError as failure:
@@ -179,9 +175,7 @@ class Submitter:
             await self._store.write(failed)
             return error.status, body
         now = self._clock()
-        first_poll = now + (
-            self._settings.callback_grace if model.provider == "pixazo" else self._settings.poll_min
-        )
+        first_poll = now + provider.first_poll_delay(self._settings)
         job = await self._store.write(
             lambda tx: ledger.record_submitted(tx, job_id, report, now, first_poll, key)
         )
@@ -227,15 +221,12 @@ class Submitter:
             "input": params,
             "cost": None,
         }
-        estimate = getattr(provider, "estimate", None)
+        try:
+            estimate = await provider.estimate(model, params)
+        except ProviderError as exc:
+            raise ApiError(exc.http_status, exc.code, exc.message, exc.details()) from exc
         if estimate is not None:
-            try:
-                result = await estimate(model, params)
-            except ProviderError as exc:
-                raise ApiError(exc.http_status, exc.code, exc.message, exc.details()) from exc
             answer.update(
-                cost=result.get("cost"),
-                input=result.get("input", params),
-                provider_answer=result.get("provider_answer"),
+                cost=estimate.cost, input=estimate.input, provider_answer=estimate.provider_answer
             )
         return answer

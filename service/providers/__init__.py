@@ -1,3 +1,62 @@
-"""Provider adapters."""
+"""Provider adapters: the ones configured, and the callback rules of those that send callbacks."""
 
 from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import httpx
+
+from service import netguard, outbound
+from service.config import Settings
+from service.jobs import CallbackReport
+from service.providers import pixazo
+from service.providers.base import Provider
+from service.providers.pixazo import Pixazo
+from service.providers.scenario import Scenario
+
+# Parsing a callback needs no client: a callback for a job is read even when its provider's
+# key has since been removed from the configuration.
+_CALLBACK_PARSERS = {Pixazo.name: pixazo.parse_callback}
+
+
+def parse_callback(provider: str, body: Any) -> CallbackReport:
+    """A callback body for `provider` as a report; LookupError if it sends no callbacks."""
+    return _CALLBACK_PARSERS[provider](body)
+
+
+def build(
+    settings: Settings,
+    ssl_context: ssl.SSLContext,
+    resolve: netguard.Resolver = netguard.system_resolve,
+) -> tuple[dict[str, Provider], list[httpx.AsyncClient]]:
+    """The adapters whose credentials are configured, by catalog name, and the clients to close."""
+    clients: list[httpx.AsyncClient] = []
+    providers: dict[str, Provider] = {}
+    if settings.pixazo_api_key is not None:
+        client = outbound.provider_client(settings.provider_timeout, ssl_context)
+        clients.append(client)
+        providers[Pixazo.name] = Pixazo(
+            client, settings.pixazo_base_url, str(settings.pixazo_api_key)
+        )
+    if settings.scenario_api_key is not None and settings.scenario_api_secret is not None:
+        client = outbound.provider_client(settings.provider_timeout, ssl_context)
+        # Media URLs are the user's: fetched through the guarded client, never the provider's.
+        media_client = outbound.guarded_client(
+            settings.provider_timeout,
+            ssl_context,
+            allow_private=settings.allow_private_targets,
+            resolve=resolve,
+        )
+        clients += [client, media_client]
+        providers[Scenario.name] = Scenario(
+            client,
+            settings.scenario_base_url,
+            str(settings.scenario_api_key),
+            str(settings.scenario_api_secret),
+            settings.scenario_project_id,
+            media_client=media_client,
+            allow_private_media=settings.allow_private_targets,
+            resolve=resolve,
+        )
+    return providers, clients

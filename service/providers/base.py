@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -12,8 +13,9 @@ import httpx
 
 from service import retry
 from service.catalog import Model
+from service.config import Settings
 from service.errors import RelayError
-from service.jobs import Report
+from service.jobs import CallbackReport, Report, Status
 from service.store import Job
 
 
@@ -45,16 +47,56 @@ class ProviderError(RelayError):
         return {"provider_status": self.provider_status, "provider_body": self.body}
 
 
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A dry run's answer: the cost, the input as it would be sent, the provider's own answer."""
+
+    cost: float | None
+    input: dict[str, Any]
+    provider_answer: Any = None
+
+
 class Provider(Protocol):
-    """A provider adapter: submit a job, fetch a job's status."""
+    """A provider adapter: everything the relay does differently from one provider to another."""
 
     name: str
+    # True: submissions carry a signed callback URL and the provider POSTs status changes to it.
+    accepts_callbacks: bool
+
+    def map_status(self, raw: object) -> Status | None:
+        """The provider's status word as a relay status, or None when it means nothing."""
+        ...
+
+    def callback_url(self, public_url: str, token: str) -> str:
+        """Where this provider's callbacks for the job with `token` go (if it accepts them)."""
+        ...
+
+    def parse_callback(self, body: Any) -> CallbackReport:
+        """A callback body (any JSON value) as a report; never raises on a malformed body."""
+        ...
+
+    def first_poll_delay(self, settings: Settings) -> float:
+        """Seconds from the submission's answer to the job's first poll."""
+        ...
+
+    def submission_lease(self, model: Model, params: dict[str, Any], settings: Settings) -> float:
+        """Seconds a submission may take before the job counts as interrupted."""
+        ...
 
     async def submit(
         self, model: Model, params: dict[str, Any], callback_url: str | None
     ) -> Report: ...
 
     async def fetch_status(self, job: Job) -> Report: ...
+
+    async def estimate(self, model: Model, params: dict[str, Any]) -> Estimate | None:
+        """The cost of a request without running it, or None when the provider cannot tell."""
+        ...
+
+
+def call_lease(settings: Settings) -> float:
+    """How long one provider call may take: three attempts (with_retries) and some slack."""
+    return 3 * settings.provider_timeout + 30
 
 
 def body_of(response: httpx.Response) -> Any:

@@ -8,9 +8,45 @@ import httpx
 
 from service import jobs, outbound
 from service.catalog import Model
-from service.jobs import Report
-from service.providers.base import ProviderError, body_of, with_retries
+from service.config import Settings
+from service.jobs import CallbackReport, Report, Status
+from service.providers.base import Estimate, ProviderError, body_of, call_lease, with_retries
 from service.store import Job
+
+STATUS = {
+    "QUEUED": Status.QUEUED,
+    "PENDING": Status.QUEUED,
+    "STARTING": Status.QUEUED,
+    "PROCESSING": Status.PROCESSING,
+    "RUNNING": Status.PROCESSING,
+    "IN_PROGRESS": Status.PROCESSING,
+    "COMPLETED": Status.SUCCEEDED,
+    "SUCCEEDED": Status.SUCCEEDED,
+    "SUCCESS": Status.SUCCEEDED,
+    "FAILED": Status.FAILED,
+    # ERROR is a system error at Pixazo (not charged); for the relay's users the job failed.
+    "ERROR": Status.FAILED,
+    "CANCELED": Status.CANCELED,
+    "CANCELLED": Status.CANCELED,
+}
+CALLBACK_PREFIX = "/hooks/pixazo/"
+
+
+def map_status(raw: object) -> Status | None:
+    """Pixazo's status word (any case) as a relay status, or None when unknown."""
+    return STATUS.get(str(raw).strip().upper()) if raw is not None else None
+
+
+def parse_callback(body: Any) -> CallbackReport:
+    """A callback body: the same object as a status answer (SPEC), read without raising."""
+    fields = body if isinstance(body, dict) else {}
+    raw_status = fields.get("status")
+    return CallbackReport(
+        status=map_status(raw_status),
+        raw_status=raw_status,
+        request_id=fields.get("request_id"),
+        progress=jobs.clamp_progress(fields.get("progress")),
+    )
 
 
 def parse_status(body: Any, request_id: str | None = None) -> Report:
@@ -23,7 +59,7 @@ def parse_status(body: Any, request_id: str | None = None) -> Report:
             retryable=True,
         )
     raw_status = str(body.get("status") or "")
-    status = jobs.map_pixazo(raw_status)
+    status = map_status(raw_status)
     if status is None:
         raise ProviderError(
             f"pixazo: unknown status {raw_status!r}",
@@ -55,11 +91,36 @@ class Pixazo:
     """Submits to Pixazo with `X-Webhook-URL`; reads `/v2/requests/status/{request_id}`."""
 
     name = "pixazo"
+    accepts_callbacks = True
 
     def __init__(self, client: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
         self._key = api_key or ""
+
+    def map_status(self, raw: object) -> Status | None:
+        """Pixazo's status word as a relay status (see STATUS)."""
+        return map_status(raw)
+
+    def callback_url(self, public_url: str, token: str) -> str:
+        """The signed URL sent as `X-Webhook-URL`."""
+        return f"{public_url}{CALLBACK_PREFIX}{token}"
+
+    def parse_callback(self, body: Any) -> CallbackReport:
+        """A callback body as a report (see parse_callback)."""
+        return parse_callback(body)
+
+    def first_poll_delay(self, settings: Settings) -> float:
+        """A callback is expected: the first poll waits RELAY_CALLBACK_GRACE for it."""
+        return settings.callback_grace
+
+    def submission_lease(self, model: Model, params: dict[str, Any], settings: Settings) -> float:
+        """Media URLs go to Pixazo as they are: the lease covers the submission call alone."""
+        return call_lease(settings)
+
+    async def estimate(self, model: Model, params: dict[str, Any]) -> Estimate | None:
+        """Pixazo has no dry run: the cost is unknown."""
+        return None
 
     def _headers(self) -> dict[str, str]:
         return {"Ocp-Apim-Subscription-Key": self._key, "Cache-Control": "no-cache"}

@@ -16,10 +16,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from service import catalog, media
+from service import catalog
 from service.jobs import Status
 from service.providers.base import ProviderError
-from service.providers.scenario import Scenario
+from service.providers.scenario import Scenario, media
 from service.sim import scenario as scenario_sim
 from service.sim.media import MediaSim, fake_bytes
 from service.sim.scenario import ScenarioSim
@@ -388,12 +388,14 @@ async def test_dry_run_returns_the_cost_and_creates_no_job(env: Env) -> None:
     adapter = env.make()
     asset_id = env.sim.add_asset(mime_type="video/mp4")
     answer = await adapter.estimate(MAGNIFIC, {"video": asset_id, "turbo": True})
-    assert answer["cost"] == 40
-    assert answer["input"] == {"video": asset_id, "turbo": True}
-    assert answer["provider_answer"]["creativeUnitsCost"] == 40
+    assert answer is not None
+    assert answer.cost == 40
+    assert answer.input == {"video": asset_id, "turbo": True}
+    assert answer.provider_answer["creativeUnitsCost"] == 40
     answer = await adapter.estimate(UPSCALE, {"image": env.media_url("photo.png")})
-    assert answer["cost"] == 5
-    assert answer["input"]["image"] in env.sim.assets  # uploaded: the price depends on it
+    assert answer is not None
+    assert answer.cost == 5
+    assert answer.input["image"] in env.sim.assets  # uploaded: the price depends on it
     assert env.sim.jobs == {}
     assert [c.dry_run for c in env.sim.generate_calls] == [True, True]
     assert all(c.project_id == PROJECT for c in env.sim.generate_calls)

@@ -1,4 +1,4 @@
-"""Job statuses: monotonic transitions, provider status words, progress (pure)."""
+"""Job statuses: monotonic transitions, progress (pure); providers' words are in test_providers."""
 
 from __future__ import annotations
 
@@ -58,66 +58,6 @@ def test_advance_never_cycles() -> None:
     for path in itertools.product(Status, repeat=5):
         if all(jobs.advance(a, b) for a, b in itertools.pairwise(path)):
             pytest.fail(f"4 forward moves in a row: {path}")
-
-
-# -- Pixazo ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("QUEUED", Status.QUEUED),
-        ("queued", Status.QUEUED),
-        ("Processing", Status.PROCESSING),
-        (" PROCESSING ", Status.PROCESSING),
-        ("COMPLETED", Status.SUCCEEDED),
-        ("completed", Status.SUCCEEDED),
-        ("FAILED", Status.FAILED),
-        ("ERROR", Status.FAILED),
-        ("error", Status.FAILED),
-        ("CANCELED", Status.CANCELED),
-        ("CANCELLED", Status.CANCELED),
-    ],
-)
-def test_map_pixazo(raw: str, expected: Status) -> None:
-    assert jobs.map_pixazo(raw) is expected
-
-
-@pytest.mark.parametrize("raw", ["WHATEVER", "", "   ", None, 3, "DONE"])
-def test_map_pixazo_unknown_is_none(raw: object) -> None:
-    assert jobs.map_pixazo(raw) is None
-
-
-# -- Scenario ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("queued", Status.QUEUED),
-        ("in-progress", Status.PROCESSING),
-        ("processing", Status.PROCESSING),
-        ("success", Status.SUCCEEDED),
-        ("failure", Status.FAILED),
-        ("failed", Status.FAILED),
-        ("canceled", Status.CANCELED),
-        ("Success", Status.SUCCEEDED),
-        (" FAILURE ", Status.FAILED),
-    ],
-)
-def test_map_scenario(raw: str, expected: Status) -> None:
-    assert jobs.map_scenario(raw) is expected
-
-
-@pytest.mark.parametrize("raw", ["warming-up-the-gpus", "uploading", "finalizing", "retrying"])
-def test_map_scenario_unknown_word_is_still_running(raw: str) -> None:
-    # SPEC: terminal statuses are success, failure, canceled; anything else is still running.
-    assert jobs.map_scenario(raw) is Status.PROCESSING
-
-
-@pytest.mark.parametrize("raw", [None, "", "  "])
-def test_map_scenario_nothing_is_none(raw: object) -> None:
-    assert jobs.map_scenario(raw) is None
 
 
 # -- progress ----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from service import ledger
 from service import store as store_module
 from service.jobs import Report, Status
+from service.providers import pixazo
 from service.store import Event, Job, Store, Tx
 
 NOW = 1_800_000_000.0
@@ -122,7 +123,8 @@ async def callback(
 ) -> tuple[str, Job | None]:
     raw = json.dumps(body)
     digest = store_module.body_hash(raw.encode())
-    return await store.write(lambda tx: ledger.record_callback(tx, job_id, raw, body, digest, now))
+    heard = pixazo.parse_callback(body)
+    return await store.write(lambda tx: ledger.record_callback(tx, job_id, raw, heard, digest, now))
 
 
 async def poll(

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from service import catalog, jobs, retry, subscriptions, web
 from service.errors import ApiError
+from service.providers import pixazo
+from service.providers.scenario import adapter as scenario
 
 # Derandomized: the suite sees the same examples on every run, so CI never flakes on a new one.
 FAST = settings(
@@ -172,7 +174,7 @@ def test_job_states_never_move_back(start: jobs.Status, reports: list[jobs.Statu
 @FAST
 @given(st.one_of(st.text(max_size=16), json_values))
 def test_provider_status_words_map_without_raising(raw: Any) -> None:
-    for mapped in (jobs.map_pixazo(raw), jobs.map_scenario(raw)):
+    for mapped in (pixazo.map_status(raw), scenario.map_status(raw)):
         assert mapped is None or isinstance(mapped, jobs.Status)
     progress = jobs.clamp_progress(raw)
     assert progress is None or 0.0 <= progress <= 1.0

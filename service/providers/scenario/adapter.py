@@ -10,13 +10,41 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from service import catalog, jobs, media, netguard, outbound
+from service import catalog, jobs, netguard, outbound
 from service.catalog import Model
-from service.jobs import Report
-from service.providers.base import ProviderError, body_of, with_retries
+from service.config import Settings
+from service.jobs import CallbackReport, Report, Status
+from service.providers.base import Estimate, ProviderError, body_of, call_lease, with_retries
+from service.providers.scenario import media
 from service.store import Job
 
 _DEFAULT_MEDIA_TYPE = {"image": "image/png", "video": "video/mp4"}
+# Scenario's docs disagree ("failure" vs "failed"); both are accepted, and so is "in-progress".
+STATUS = {
+    "queued": Status.QUEUED,
+    "pending": Status.QUEUED,
+    "warming-up": Status.QUEUED,
+    "in-progress": Status.PROCESSING,
+    "processing": Status.PROCESSING,
+    "running": Status.PROCESSING,
+    "success": Status.SUCCEEDED,
+    "succeeded": Status.SUCCEEDED,
+    "failure": Status.FAILED,
+    "failed": Status.FAILED,
+    "canceled": Status.CANCELED,
+    "cancelled": Status.CANCELED,
+}
+# Fetching a media URL and uploading it as an asset may take this long (FETCH_DEADLINE and
+# the asset import), on top of the generate call.
+MEDIA_LEASE = 1800.0
+
+
+def map_status(raw: object) -> Status | None:
+    """Scenario's status word as a relay status; unknown non-terminal words count as running."""
+    if raw is None:
+        return None
+    word = str(raw).strip().lower()
+    return STATUS.get(word, Status.PROCESSING if word else None)
 
 
 def _bad_answer(message: str, body: Any = None, *, retryable: bool) -> ProviderError:
@@ -70,6 +98,7 @@ class Scenario:
     """Submits to `/v1/generate/custom/{modelId}`; polls `/v1/jobs/{jobId}` (no webhooks)."""
 
     name = "scenario"
+    accepts_callbacks = False
 
     def __init__(
         self,
@@ -98,6 +127,34 @@ class Scenario:
         self._max_bytes = {"image": max_image_bytes, "video": max_video_bytes}
         self._upload_poll_interval = upload_poll_interval
         self._upload_timeout = upload_timeout
+
+    def map_status(self, raw: object) -> Status | None:
+        """Scenario's status word as a relay status (see STATUS)."""
+        return map_status(raw)
+
+    def callback_url(self, public_url: str, token: str) -> str:
+        """Never asked: Scenario sends no callbacks."""
+        raise ProviderError(
+            "scenario: callbacks are not accepted",
+            code="callbacks_not_accepted",
+            http_status=404,
+            retryable=False,
+        )
+
+    def parse_callback(self, body: Any) -> CallbackReport:
+        """Scenario sends no callbacks: nothing in a body counts."""
+        return CallbackReport(status=None)
+
+    def first_poll_delay(self, settings: Settings) -> float:
+        """Polled from the start: the first poll comes after RELAY_POLL_MIN."""
+        return settings.poll_min
+
+    def submission_lease(self, model: Model, params: dict[str, Any], settings: Settings) -> float:
+        """A media URL is fetched and uploaded before the generate call: that takes longer."""
+        lease = call_lease(settings)
+        if catalog.is_http_url(str(params.get(model.media_param, ""))):
+            lease += MEDIA_LEASE
+        return lease
 
     async def _get(self, path: str, job: Job, *, attempts: int = 3) -> httpx.Response:
         url = self._base + path
@@ -165,20 +222,20 @@ class Scenario:
             )
         raw_status = str(job.get("status") or "queued")
         return Report(
-            status=jobs.map_scenario(raw_status) or jobs.Status.QUEUED,
+            status=map_status(raw_status) or jobs.Status.QUEUED,
             raw_status=raw_status,
             progress=jobs.clamp_progress(job.get("progress")),
             cost=cost_of(body),
             provider_job_id=str(job_id),
         )
 
-    async def estimate(self, model: Model, params: dict[str, Any]) -> dict[str, Any]:
+    async def estimate(self, model: Model, params: dict[str, Any]) -> Estimate | None:
         """Scenario's dry run: the creative units the request would cost, and no job."""
         # Media URLs are uploaded first: the price depends on the media (a video's length).
         payload = await self._with_asset(model, params)
         _, body = await self._generate(model, payload, dry_run=True)
         cost = cost_of(body) if isinstance(body, dict) else None
-        return {"cost": cost, "provider_answer": body, "input": payload}
+        return Estimate(cost=cost, input=payload, provider_answer=body)
 
     async def fetch_status(self, job: Job) -> Report:
         """GET the job once (the poller backs off); on success resolve its assets to URLs."""
@@ -195,7 +252,7 @@ class Scenario:
         if not isinstance(body, dict) or not isinstance(answer, dict):
             raise _bad_answer("the job answer carries no job object", body, retryable=True)
         raw_status = str(answer.get("status") or "")
-        status = jobs.map_scenario(raw_status)
+        status = map_status(raw_status)
         if status is None:
             raise _bad_answer("the job answer carries no status", body, retryable=True)
         outputs: tuple[dict[str, str], ...] = ()
