@@ -55,8 +55,8 @@ async def trigger(
 async def run(quick: bool) -> Outcome:
     from standardwebhooks.webhooks import Webhook
 
-    from service.hooks import PREFIX as HOOKS
-    from service.hooks import Tokens
+    from service.http.callbacks import PREFIX as HOOKS
+    from service.tokens import Tokens
 
     subs = 200 if quick else 1000
     tokens = Tokens(SECRET, MAX_AGE)

@@ -175,7 +175,8 @@ def run_wrk(wrk: str, port: int, script: Path, paths: Path, seconds: float, pin:
 
 async def seed(path: Path, count: int) -> list[str]:
     """A database with `count` queued Pixazo jobs; returns the wrk lines (path, request id)."""
-    from service.hooks import PREFIX, Tokens
+    from service.http.callbacks import PREFIX
+    from service.tokens import Tokens
 
     await migrate(path)
     now = time.time()

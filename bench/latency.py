@@ -118,8 +118,8 @@ def callback_body(rid: str) -> bytes:
 
 
 async def run(quick: bool) -> Outcome:
-    from service.hooks import PREFIX as HOOKS
-    from service.hooks import Tokens
+    from service.http.callbacks import PREFIX as HOOKS
+    from service.tokens import Tokens
 
     rate = 100.0
     count = 200 if quick else 1000

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import secrets
@@ -12,56 +11,26 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from service import (
-    api,
-    hooks,
-    logs,
-    netguard,
-    openapi,
-    outbox,
-    subscriptions,
-    web,
-)
+from service import logs, netguard, outbox
 from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError, StorageUnavailable
+from service.http import callbacks, deliveries, deps, jobs, openapi, ops, subscriptions
 from service.poller import Poller
 from service.providers import build as build_providers
-from service.providers.base import Provider
+from service.state import Relay
 from service.store import Store
 from service.submit import Submitter
+from service.tokens import Tokens
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Relay:
-    """Everything a request handler or worker needs, built once by the lifespan."""
-
-    settings: Settings
-    store: Store
-    tokens: hooks.Tokens
-    submitter: Submitter
-    poller: Poller
-    deliverer: Deliverer
-    webhook_secret: outbox.ServiceSecret
-    providers: dict[str, Provider]
-    clients: list[httpx.AsyncClient]
-    # Every lookup of a user-chosen target goes through this (tests inject a fake):
-    # `netguard.check_target(url, allow_private=..., resolve=relay.resolve)`.
-    resolve: netguard.Resolver = netguard.system_resolve
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def owner_id() -> str:
@@ -81,7 +50,7 @@ async def start(
         if settings.secret is not None
         else await store.meta_get_or_set("relay_secret", lambda: secrets.token_urlsafe(32))
     )
-    tokens = hooks.Tokens(secret, settings.callback_max_age)
+    tokens = Tokens(secret, settings.callback_max_age)
     webhook_secret = await store.write(outbox.service_secret)
     store.hooks.append(outbox.Fanout())
     ssl_context = ssl.create_default_context()
@@ -117,88 +86,6 @@ async def stop(relay: Relay) -> None:
     await relay.store.close()
 
 
-async def healthz(request: Request) -> Response:
-    """Liveness: the process answers."""
-    return web.JSON({"status": "ok"})
-
-
-READY_WRITE_TIMEOUT = 2.0
-
-
-async def readyz(request: Request) -> Response:
-    """Readiness: the database answers and takes a write, and the workers run."""
-    relay: Relay | None = getattr(request.app.state, "relay", None)
-    problems: list[str] = []
-    if relay is None:
-        problems.append("starting")
-    else:
-        try:
-            await relay.store.read(lambda conn: conn.execute("SELECT 1").fetchone())
-            # a probe write, committed: "ready" must mean that writes succeed now
-            await asyncio.wait_for(relay.store.probe(), READY_WRITE_TIMEOUT)
-        except StorageUnavailable as exc:
-            problems.append(f"database: {exc.reason}")
-        except TimeoutError:
-            problems.append(f"database: a write took over {READY_WRITE_TIMEOUT:g} s")
-        except Exception as exc:
-            problems.append(f"database: {exc}")
-        problems.extend(f"worker {t.get_name()} stopped" for t in relay.tasks if t.done())
-    if problems:
-        return web.JSON({"status": "unavailable", "problems": problems}, status_code=503)
-    return web.JSON({"status": "ready"})
-
-
-async def metrics(request: Request) -> Response:
-    """Prometheus text: jobs, deliveries and subscriptions by status, and the event count."""
-    relay: Relay = request.app.state.relay
-    token = relay.settings.metrics_token
-    if token is not None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if not (
-            scheme.lower() == "bearer"
-            and hmac.compare_digest(given.strip().encode(), str(token).encode())
-        ):
-            raise ApiError(
-                401,
-                "unauthorized",
-                "`Authorization: Bearer <RELAY_METRICS_TOKEN>` is required",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    def q(conn: Any) -> list[str]:
-        lines = [
-            "# HELP relay_jobs Jobs by provider and status.",
-            "# TYPE relay_jobs gauge",
-        ]
-        for row in conn.execute("SELECT provider, status, count(*) FROM jobs GROUP BY 1, 2"):
-            lines.append(f'relay_jobs{{provider="{row[0]}",status="{row[1]}"}} {row[2]}')
-        lines += ["# HELP relay_deliveries Deliveries by status.", "# TYPE relay_deliveries gauge"]
-        for row in conn.execute("SELECT status, count(*) FROM deliveries GROUP BY 1"):
-            lines.append(f'relay_deliveries{{status="{row[0]}"}} {row[1]}')
-        lines += [
-            "# HELP relay_subscriptions Subscriptions by status.",
-            "# TYPE relay_subscriptions gauge",
-        ]
-        for row in conn.execute("SELECT status, count(*) FROM subscriptions GROUP BY 1"):
-            lines.append(f'relay_subscriptions{{status="{row[0]}"}} {row[1]}')
-        dropped = conn.execute("SELECT sum(callbacks_dropped) FROM jobs").fetchone()[0] or 0
-        lines += [
-            "# HELP relay_callbacks_dropped_total Callbacks counted but not stored (per-job cap).",
-            "# TYPE relay_callbacks_dropped_total counter",
-            f"relay_callbacks_dropped_total {dropped}",
-        ]
-        last = conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0
-        lines += [
-            "# HELP relay_events_total Events recorded (the last cursor).",
-            "# TYPE relay_events_total counter",
-            f"relay_events_total {last}",
-        ]
-        return lines
-
-    lines = await relay.store.read(q) + relay.poller.stats.prometheus()
-    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
-
-
 def create_app(
     settings: Settings,
     *,
@@ -227,23 +114,21 @@ def create_app(
     tokens = tuple(str(t) for t in settings.api_tokens)
     application = Starlette(
         routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
+            *ops.ROUTES,
             Route("/openapi.json", openapi.serve, methods=["GET"]),
             Mount(
                 "/v1",
-                routes=api.ROUTES + subscriptions.ROUTES,
-                middleware=[Middleware(api.BearerAuth, tokens=tokens)],
+                routes=jobs.ROUTES + subscriptions.ROUTES + deliveries.ROUTES,
+                middleware=[Middleware(jobs.BearerAuth, tokens=tokens)],
             ),
         ],
         exception_handlers={
-            ApiError: web.api_error,
-            StorageUnavailable: web.api_error,  # 503 storage_unavailable, in the envelope
-            HTTPException: web.http_error,
+            ApiError: deps.api_error,
+            StorageUnavailable: deps.api_error,  # 503 storage_unavailable, in the envelope
+            HTTPException: deps.http_error,
         },
         lifespan=lifespan,
     )
     # Callbacks are the ingest hot path: served ahead of Starlette's middleware and router.
-    application.add_middleware(hooks.PixazoCallbacks, state=application.state)
+    application.add_middleware(callbacks.PixazoCallbacks, state=application.state)
     return application

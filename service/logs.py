@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from service import hooks
+from service.http import callbacks
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "…"
@@ -18,8 +18,8 @@ class CallbackTokens(logging.Filter):
         args = record.args
         if isinstance(args, tuple) and len(args) >= 3:
             path = args[2]
-            if isinstance(path, str) and path.startswith(hooks.PREFIX):
-                record.args = (*args[:2], hooks.PREFIX + REDACTED, *args[3:])
+            if isinstance(path, str) and path.startswith(callbacks.PREFIX):
+                record.args = (*args[:2], callbacks.PREFIX + REDACTED, *args[3:])
         return True
 
 

@@ -11,9 +11,9 @@ from typing import Any
 from service import catalog, ledger, netguard
 from service.config import Settings
 from service.errors import ApiError
-from service.hooks import Tokens
 from service.providers.base import Provider, ProviderError
 from service.store import Idempotent, Job, Store, Tx
+from service.tokens import Tokens
 
 Answer = tuple[int, dict[str, Any]]
 REPLAY_WAIT = 60.0

@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from service import app, config
-from service.app import Relay
 from service.sim.media import MediaSim
 from service.sim.pixazo import PixazoSim
 from service.sim.scenario import ScenarioSim
 from service.sim.server import bind, serve, url_of
+from service.state import Relay
 
 
 @dataclass

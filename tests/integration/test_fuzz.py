@@ -21,7 +21,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from service import app, config, openapi
+from service import app, config
+from service.http import openapi
 from service.sim.pixazo import PixazoSim
 from service.sim.scenario import ScenarioSim
 from service.sim.server import bind, serve, url_of

@@ -8,7 +8,8 @@ import httpx
 import pytest
 from starlette.routing import Mount, Route
 
-from service import catalog, hooks, openapi, subscriptions
+from service import catalog
+from service.http import callbacks, openapi, subscriptions
 from tests.conftest import Running, StartRelay
 
 
@@ -28,7 +29,7 @@ def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def missing(routes: list[Any], document: dict[str, Any]) -> set[tuple[str, str]]:
-    callback = {(hooks.PREFIX + "{token}", "POST")}  # served by middleware ahead of the router
+    callback = {(callbacks.PREFIX + "{token}", "POST")}  # served by middleware ahead of the router
     return (served(routes) | callback) - documented(document)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service import api, notification, notify
+from service import notification, notify
+from service.http import jobs as api
 from service.jobs import Status
 from service.outbox import notification as body_of
 from service.store import Event, Job

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from service import catalog, jobs, retry, subscriptions, web
+from service import catalog, jobs, retry
 from service.errors import ApiError
+from service.http import deps, subscriptions
 from service.providers import pixazo
 from service.providers.scenario import adapter as scenario
 
@@ -115,7 +116,7 @@ def test_subscription_validation_never_raises(body: Any, creating: bool) -> None
 @given(json_values)
 def test_strict_json_round_trips_every_finite_value(value: Any) -> None:
     raw = json.dumps(value, allow_nan=False).encode()
-    assert web.parse_json(raw) == value
+    assert deps.parse_json(raw) == value
 
 
 @FAST
@@ -124,11 +125,11 @@ def test_nesting_is_refused_exactly_above_the_limit(depth: int, kind: str) -> No
     opening, closing = ("[", "]") if kind == "[]" else ('{"a":', "}")
     inner = "1" if kind != "[]" else ""
     raw = (opening * depth + inner + closing * depth).encode()
-    if depth <= web.MAX_DEPTH:
-        web.parse_json(raw)
+    if depth <= deps.MAX_DEPTH:
+        deps.parse_json(raw)
     else:
         with pytest.raises(ApiError) as caught:
-            web.parse_json(raw)
+            deps.parse_json(raw)
         assert caught.value.details == {"reason": "too_deep"}
 
 
@@ -139,16 +140,16 @@ def test_lone_surrogates_are_refused_wherever_they_are(text: str) -> None:
     lone = any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
     if lone:
         with pytest.raises(ApiError):
-            web.parse_json(raw)
+            deps.parse_json(raw)
     else:
-        assert web.parse_json(raw) == {text: [text]}
+        assert deps.parse_json(raw) == {text: [text]}
 
 
 @FAST
 @given(st.binary(max_size=64))
 def test_any_bytes_are_json_or_a_400(raw: bytes) -> None:
     try:
-        value = web.parse_json(raw)
+        value = deps.parse_json(raw)
     except ApiError as exc:
         assert exc.status == 400
     else:

@@ -8,26 +8,27 @@ from collections.abc import Callable
 import itsdangerous.timed
 import pytest
 
-from service import hooks
+from service import tokens
 from service.errors import ApiError
+from service.tokens import ExpiredToken, Tokens
 
 SECRET = "relay-secret-for-tests"
 MAX_AGE = 3600
 JOB_ID = "job_0123456789abcdef0123"
 
-MakeTokens = Callable[..., hooks.Tokens]
+MakeTokens = Callable[..., Tokens]
 
 
 @pytest.fixture
 def make_tokens() -> MakeTokens:
-    def make(secret: str = SECRET, max_age: int = MAX_AGE) -> hooks.Tokens:
-        return hooks.Tokens(secret, max_age)
+    def make(secret: str = SECRET, max_age: int = MAX_AGE) -> Tokens:
+        return Tokens(secret, max_age)
 
     return make
 
 
 def signed_at(
-    monkeypatch: pytest.MonkeyPatch, tokens: hooks.Tokens, job_id: str, seconds_ago: int
+    monkeypatch: pytest.MonkeyPatch, tokens: Tokens, job_id: str, seconds_ago: int
 ) -> str:
     """A token made `seconds_ago` in the past, by moving itsdangerous' clock for one call."""
     with monkeypatch.context() as patch:
@@ -66,10 +67,10 @@ def test_different_jobs_get_different_tokens(make_tokens: MakeTokens) -> None:
     assert (tokens.read(a), tokens.read(b)) == ("job_a", "job_b")
 
 
-def assert_not_found(tokens: hooks.Tokens, token: str) -> None:
+def assert_not_found(tokens: Tokens, token: str) -> None:
     with pytest.raises(ApiError) as caught:
         tokens.read(token)
-    assert not isinstance(caught.value, hooks.ExpiredToken)
+    assert not isinstance(caught.value, ExpiredToken)
     assert caught.value.status == 404
     assert caught.value.code == "not_found"
 
@@ -115,7 +116,7 @@ def test_other_salt_is_not_found(make_tokens: MakeTokens) -> None:
 
 
 def test_non_string_payload_is_not_found(make_tokens: MakeTokens) -> None:
-    serializer = itsdangerous.URLSafeTimedSerializer(SECRET, salt=hooks._SALT)
+    serializer = itsdangerous.URLSafeTimedSerializer(SECRET, salt=tokens.SALT)
     assert_not_found(make_tokens(), serializer.dumps({"job": JOB_ID}))
 
 
@@ -124,7 +125,7 @@ def test_expired_token_is_403_with_the_job_id(
 ) -> None:
     tokens = make_tokens(max_age=1)
     token = signed_at(monkeypatch, tokens, JOB_ID, seconds_ago=60)
-    with pytest.raises(hooks.ExpiredToken) as caught:
+    with pytest.raises(ExpiredToken) as caught:
         tokens.read(token)
     assert caught.value.status == 403
     assert caught.value.code == "token_expired"

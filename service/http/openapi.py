@@ -9,9 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from service import hooks, web
+from service.http import callbacks, deps
 
-ERROR_SCHEMA: web.Schema = {
+ERROR_SCHEMA: deps.Schema = {
     "type": "object",
     "required": ["error"],
     "properties": {
@@ -41,12 +41,12 @@ _ERRORS = {
     504: "The provider did not answer in time",
 }
 _STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
-# Routes app.py serves itself; /v1 handlers declare theirs with web.operation.
-_BY_PATH: dict[tuple[str, str], web.Operation] = {
-    ("/healthz", "GET"): web.Operation(
+# Routes app.py serves itself; /v1 handlers declare theirs with deps.operation.
+_BY_PATH: dict[tuple[str, str], deps.Operation] = {
+    ("/healthz", "GET"): deps.Operation(
         "Liveness: the process answers", {200: ("Alive", _STATUS)}, auth=False, tags=("ops",)
     ),
-    ("/readyz", "GET"): web.Operation(
+    ("/readyz", "GET"): deps.Operation(
         "Readiness: the database answers and the workers run",
         {
             200: ("Ready", _STATUS),
@@ -55,17 +55,17 @@ _BY_PATH: dict[tuple[str, str], web.Operation] = {
         auth=False,
         tags=("ops",),
     ),
-    ("/metrics", "GET"): web.Operation(
+    ("/metrics", "GET"): deps.Operation(
         "Prometheus text: jobs, deliveries, subscriptions, events",
         {200: ("Prometheus exposition text", None)},
         auth=False,
         tags=("ops",),
     ),
-    ("/openapi.json", "GET"): web.Operation(
+    ("/openapi.json", "GET"): deps.Operation(
         "This document", {200: ("OpenAPI 3.1", {"type": "object"})}, auth=False, tags=("ops",)
     ),
 }
-CALLBACK = web.Operation(
+CALLBACK = deps.Operation(
     "A Pixazo callback; the signed token in the URL is its only credential",
     {
         200: (
@@ -95,7 +95,7 @@ def routes(app_routes: list[BaseRoute], prefix: str = "") -> Iterator[tuple[str,
                     yield prefix + route.path, method, route.endpoint
 
 
-def _answer(description: str, schema: web.Schema | None, text: bool = False) -> web.Schema:
+def _answer(description: str, schema: deps.Schema | None, text: bool = False) -> deps.Schema:
     if schema is None:
         if not text:
             return {"description": description}
@@ -103,12 +103,12 @@ def _answer(description: str, schema: web.Schema | None, text: bool = False) -> 
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _operation(path: str, method: str, spec: web.Operation) -> web.Schema:
-    out: web.Schema = {"summary": spec.summary, "tags": list(spec.tags)}
+def _operation(path: str, method: str, spec: deps.Operation) -> deps.Schema:
+    out: deps.Schema = {"summary": spec.summary, "tags": list(spec.tags)}
     out["operationId"] = (
         f"{method.lower()}{path.replace('/', '_').replace('{', '').replace('}', '')}"
     )
-    parameters: list[web.Schema] = [
+    parameters: list[deps.Schema] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in _path_names(path)
     ]
@@ -146,14 +146,14 @@ def _path_names(path: str) -> list[str]:
     return [part[1:-1].partition(":")[0] for part in path.split("/") if part.startswith("{")]
 
 
-def document(app_routes: list[BaseRoute]) -> web.Schema:
+def document(app_routes: list[BaseRoute]) -> deps.Schema:
     """The OpenAPI document of these routes and the Pixazo callback middleware."""
-    paths: dict[str, dict[str, web.Schema]] = {}
+    paths: dict[str, dict[str, deps.Schema]] = {}
     for path, method, endpoint in routes(app_routes):
-        spec = web.OPERATIONS.get(endpoint) or _BY_PATH.get((path, method))
+        spec = deps.OPERATIONS.get(endpoint) or _BY_PATH.get((path, method))
         if spec is not None:
             paths.setdefault(path, {})[method.lower()] = _operation(path, method, spec)
-    callback = hooks.PREFIX + "{token}"
+    callback = callbacks.PREFIX + "{token}"
     paths[callback] = {"post": _operation(callback, "POST", CALLBACK)}
     return {
         "openapi": "3.1.0",
@@ -163,7 +163,7 @@ def document(app_routes: list[BaseRoute]) -> web.Schema:
             "description": (
                 "Submit AI upscaling jobs, receive signed callbacks, record every event and"
                 f" forward signed notifications. JSON bodies are strict: UTF-8, no NaN or"
-                f" Infinity, no lone surrogates, at most {web.MAX_DEPTH} levels deep."
+                f" Infinity, no lone surrogates, at most {deps.MAX_DEPTH} levels deep."
             ),
         },
         "paths": dict(sorted(paths.items())),
@@ -178,4 +178,4 @@ async def serve(request: Request) -> Response:
     if built is None:
         built = document(request.app.routes)
         state.openapi = built
-    return web.JSON(built)
+    return deps.JSON(built)

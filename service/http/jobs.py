@@ -13,12 +13,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import catalog, notification, web
+from service import catalog, notification
 from service.errors import ApiError
+from service.http import deps
 from service.jobs import Status
 
 if TYPE_CHECKING:
-    from service.app import Relay
+    pass
 
 MAX_LIMIT = 500
 
@@ -54,31 +55,26 @@ class BearerAuth:
             "a valid `Authorization: Bearer <token>` header is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-        response = web.JSON(error.body(), status_code=401, headers=error.headers)
+        response = deps.JSON(error.body(), status_code=401, headers=error.headers)
         await response(scope, receive, send)
 
 
-def _relay(request: Request) -> Relay:
-    relay: Relay = request.app.state.relay
-    return relay
-
-
-LIMIT = web.Query("limit", "How many items to return.", default=50, minimum=1, maximum=MAX_LIMIT)
-EVENT_LIMIT = web.Query(
+LIMIT = deps.Query("limit", "How many items to return.", default=50, minimum=1, maximum=MAX_LIMIT)
+EVENT_LIMIT = deps.Query(
     "limit", "How many events to return.", default=100, minimum=1, maximum=MAX_LIMIT
 )
-CURSOR = web.Query("cursor", "The `next_cursor` of the previous page; items before it.", default=0)
-AFTER = web.Query("after", "An event id: only events after it are returned.", default=0)
-WAIT = web.Query(
+CURSOR = deps.Query("cursor", "The `next_cursor` of the previous page; items before it.", default=0)
+AFTER = deps.Query("after", "An event id: only events after it are returned.", default=0)
+WAIT = deps.Query(
     "wait", "Seconds to wait for a new event when there is none yet.", default=0, maximum=60
 )
-STATUS = web.Query("status", "Only jobs in this status.", "string", enum=tuple(map(str, Status)))
-MODEL = web.Query("model", "Only jobs of this model.", "string")
-DRY_RUN = web.Query(
+STATUS = deps.Query("status", "Only jobs in this status.", "string", enum=tuple(map(str, Status)))
+MODEL = deps.Query("model", "Only jobs of this model.", "string")
+DRY_RUN = deps.Query(
     "dry_run", "Validate (and ask the provider's cost) without creating a job.", "boolean"
 )
 
-IDEMPOTENCY_KEY: web.Schema = {
+IDEMPOTENCY_KEY: deps.Schema = {
     "type": "string",
     "minLength": 1,
     "maxLength": 255,
@@ -88,7 +84,7 @@ _STR = {"type": "string"}
 _NULL_STR = {"type": ["string", "null"]}
 _TIME = {"type": "string", "description": "ISO 8601 UTC time, like 2026-11-21T10:00:00Z"}
 _NULL_TIME = {"type": ["string", "null"], "description": _TIME["description"]}
-JOB_SCHEMA: web.Schema = {
+JOB_SCHEMA: deps.Schema = {
     "type": "object",
     "required": [
         *notification.DATA_KEYS,
@@ -109,7 +105,7 @@ JOB_SCHEMA: web.Schema = {
         "deferred": {"type": "boolean", "description": "held back by the in-flight cap"},
     },
 }
-EVENT_SCHEMA: web.Schema = {
+EVENT_SCHEMA: deps.Schema = {
     "type": "object",
     "required": ["id", "job_id", "type", "source", "created_at", "data"],
     "properties": {
@@ -121,7 +117,7 @@ EVENT_SCHEMA: web.Schema = {
         "data": {"type": "object"},
     },
 }
-EVENT_PAGE: web.Schema = {
+EVENT_PAGE: deps.Schema = {
     "type": "object",
     "required": ["data", "next_cursor", "has_more"],
     "properties": {
@@ -132,7 +128,7 @@ EVENT_PAGE: web.Schema = {
 }
 
 
-def page_of(item: web.Schema) -> web.Schema:
+def page_of(item: deps.Schema) -> deps.Schema:
     """A cursor page of `item`s: `next_cursor` is null on the last page."""
     return {
         "type": "object",
@@ -144,7 +140,7 @@ def page_of(item: web.Schema) -> web.Schema:
     }
 
 
-DRY_RUN_SCHEMA: web.Schema = {
+DRY_RUN_SCHEMA: deps.Schema = {
     "type": "object",
     "required": ["dry_run", "model", "provider", "input", "cost"],
     "properties": {
@@ -158,8 +154,8 @@ DRY_RUN_SCHEMA: web.Schema = {
 }
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "The models and their parameters",
         {200: ("The models", {"type": "object", "properties": {"data": {"type": "array"}}})},
         tags=("jobs",),
@@ -167,11 +163,11 @@ DRY_RUN_SCHEMA: web.Schema = {
 )
 async def list_models(request: Request) -> Response:
     """GET /v1/models."""
-    return web.JSON({"data": [m.describe() for m in catalog.MODELS.values()]})
+    return deps.JSON({"data": [m.describe() for m in catalog.MODELS.values()]})
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "Submit a job",
         {
             202: ("The job, created (or the first answer to this Idempotency-Key)", JOB_SCHEMA),
@@ -186,8 +182,8 @@ async def list_models(request: Request) -> Response:
 )
 async def create_job(request: Request) -> Response:
     """POST /v1/jobs."""
-    relay = _relay(request)
-    body = await web.read_json(request, relay.settings.max_body_bytes)
+    relay = deps.relay_of(request)
+    body = await deps.read_json(request, relay.settings.max_body_bytes)
     key = request.headers.get("idempotency-key")
     if key is not None and not catalog.conforms(key, IDEMPOTENCY_KEY):
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 characters")
@@ -197,11 +193,11 @@ async def create_job(request: Request) -> Response:
     headers = {}
     if status == 202 and "id" in answer:
         headers["Location"] = f"/v1/jobs/{answer['id']}"
-    return web.JSON(answer, status_code=status, headers=headers)
+    return deps.JSON(answer, status_code=status, headers=headers)
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "The jobs, newest first",
         {200: ("A page of jobs", page_of(JOB_SCHEMA))},
         query=(STATUS, MODEL, LIMIT, CURSOR),
@@ -210,29 +206,29 @@ async def create_job(request: Request) -> Response:
 )
 async def list_jobs(request: Request) -> Response:
     """GET /v1/jobs?status=&model=&limit=&cursor=."""
-    relay = _relay(request)
+    relay = deps.relay_of(request)
     status = STATUS.read(request)
     model = MODEL.read(request)
     limit = LIMIT.read(request)
     cursor = CURSOR.read(request) or None
     jobs = await relay.store.list_jobs(status=status, model=model, before=cursor, limit=limit)
     next_cursor = str(jobs[-1].seq) if len(jobs) == limit else None
-    return web.JSON({"data": [j.public() for j in jobs], "next_cursor": next_cursor})
+    return deps.JSON({"data": [j.public() for j in jobs], "next_cursor": next_cursor})
 
 
-@web.operation(
-    web.Operation("One job", {200: ("The job", JOB_SCHEMA)}, errors=(404,), tags=("jobs",))
+@deps.operation(
+    deps.Operation("One job", {200: ("The job", JOB_SCHEMA)}, errors=(404,), tags=("jobs",))
 )
 async def get_job(request: Request) -> Response:
     """GET /v1/jobs/{id}."""
-    job = await _relay(request).store.get_job(request.path_params["id"])
+    job = await deps.relay_of(request).store.get_job(request.path_params["id"])
     if job is None:
         raise ApiError(404, "job_not_found", f"no job {request.path_params['id']!r}")
-    return web.JSON(job.public())
+    return deps.JSON(job.public())
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "One job's events, oldest first",
         {200: ("A page of events", EVENT_PAGE)},
         query=(AFTER, EVENT_LIMIT),
@@ -242,7 +238,7 @@ async def get_job(request: Request) -> Response:
 )
 async def job_events(request: Request) -> Response:
     """GET /v1/jobs/{id}/events?after=&limit=."""
-    relay = _relay(request)
+    relay = deps.relay_of(request)
     job_id = request.path_params["id"]
     after = AFTER.read(request)
     limit = EVENT_LIMIT.read(request)
@@ -254,7 +250,7 @@ async def job_events(request: Request) -> Response:
 
 def _page(events: list[Any], limit: int, after: int) -> Response:
     cursor = events[-1].id if events else after
-    return web.JSON(
+    return deps.JSON(
         {
             "data": [e.public() for e in events],
             "next_cursor": str(cursor),
@@ -263,8 +259,8 @@ def _page(events: list[Any], limit: int, after: int) -> Response:
     )
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "The global event log, a cursor for consumers that pull",
         {200: ("A page of events", EVENT_PAGE)},
         query=(AFTER, EVENT_LIMIT, WAIT),
@@ -273,7 +269,7 @@ def _page(events: list[Any], limit: int, after: int) -> Response:
 )
 async def all_events(request: Request) -> Response:
     """GET /v1/events?after=&limit=&wait= (wait: long-poll seconds for new events)."""
-    relay = _relay(request)
+    relay = deps.relay_of(request)
     after = AFTER.read(request)
     limit = EVENT_LIMIT.read(request)
     wait = WAIT.read(request)

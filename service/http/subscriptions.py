@@ -11,17 +11,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service import api, catalog, netguard, notify, outbox, web
-from service.api import CURSOR, LIMIT
+from service import catalog, netguard, notify, outbox
 from service.catalog import Problem
 from service.errors import ApiError
+from service.http import deliveries, deps, jobs
+from service.http.jobs import CURSOR, LIMIT
 from service.submit import invalid
 
 if TYPE_CHECKING:
-    from service.app import Relay
+    from service.state import Relay
 
 EVENT_NAMES = (*outbox.NOTIFY_TYPES, "job.*")
-DELIVERY_STATUSES = ("pending", "succeeded", "failed", "canceled")
 MAX_URL = catalog.MAX_URL
 MAX_EVENTS = 16
 MAX_DESCRIPTION = 500
@@ -31,7 +31,7 @@ MAX_DESCRIPTION = 500
 class Field:
     """A subscription field: its JSON Schema (checked here, shown in OpenAPI) and the problem."""
 
-    schema: web.Schema
+    schema: deps.Schema
     problem: str
 
 
@@ -84,10 +84,10 @@ FIELDS: dict[str, Field] = {
 }
 
 
-def body_schema(*, creating: bool) -> web.Schema:
+def body_schema(*, creating: bool) -> deps.Schema:
     """The JSON Schema of a POST (creating) or PATCH subscription body."""
     fields = FIELDS if creating else {k: v for k, v in FIELDS.items() if k != "kind"}
-    out: web.Schema = {
+    out: deps.Schema = {
         "type": "object",
         "properties": {k: f.schema for k, f in fields.items()},
         "additionalProperties": False,
@@ -98,14 +98,9 @@ def body_schema(*, creating: bool) -> web.Schema:
     return out
 
 
-DELIVERY_STATUS = web.Query(
-    "status", "Only deliveries in this status.", "string", enum=DELIVERY_STATUSES
-)
-SUBSCRIPTION_ID = web.Query("subscription_id", "Only this subscription's deliveries.", "string")
-JOB_ID = web.Query("job_id", "Only this job's deliveries.", "string")
 _STR = {"type": "string"}
 _NULL_STR = {"type": ["string", "null"]}
-SUBSCRIPTION_SCHEMA: web.Schema = {
+SUBSCRIPTION_SCHEMA: deps.Schema = {
     "type": "object",
     "required": [
         "id",
@@ -136,7 +131,7 @@ SUBSCRIPTION_SCHEMA: web.Schema = {
         "previous_secret_expires_at": _STR,
     },
 }
-SECRET_SCHEMA: web.Schema = {
+SECRET_SCHEMA: deps.Schema = {
     "type": "object",
     "required": ["secret"],
     "properties": {
@@ -144,44 +139,7 @@ SECRET_SCHEMA: web.Schema = {
         "previous_secret_expires_at": _STR,
     },
 }
-_ATTEMPT = {
-    "type": "object",
-    "properties": {
-        "at": _STR,
-        "status_code": {"type": ["integer", "null"]},
-        "latency_ms": {"type": "number"},
-        "response": _NULL_STR,
-        "error": _NULL_STR,
-    },
-}
-DELIVERY_SCHEMA: web.Schema = {
-    "type": "object",
-    "required": ["id", "subscription_id", "job_id", "event_id", "event_type", "kind", "status"],
-    "properties": {
-        "id": _STR,
-        "subscription_id": _NULL_STR,
-        "job_id": _NULL_STR,
-        "event_id": {"type": "integer"},
-        "event_type": _STR,
-        "kind": _STR,
-        "status": {"type": "string", "enum": list(DELIVERY_STATUSES)},
-        "attempts": {"type": "integer", "minimum": 0},
-        "next_attempt_at": _NULL_STR,
-        "last_status_code": {"type": ["integer", "null"]},
-        "last_error": _NULL_STR,
-        "created_at": _STR,
-        "updated_at": _STR,
-        "delivered_at": _NULL_STR,
-        "url": _STR,
-        "attempt_log": {"type": "array", "items": _ATTEMPT},
-    },
-}
 _TAGS = ("subscriptions",)
-
-
-def _relay(request: Request) -> Relay:
-    relay: Relay = request.app.state.relay
-    return relay
 
 
 async def _check_fields(
@@ -269,8 +227,8 @@ async def _get(relay: Relay, sub_id: str) -> outbox.Subscription:
     return sub
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "Subscribe a URL to job events",
         {201: ("The subscription; a webhook's carries its secret", SUBSCRIPTION_SCHEMA)},
         body=lambda: body_schema(creating=True),
@@ -280,8 +238,8 @@ async def _get(relay: Relay, sub_id: str) -> outbox.Subscription:
 )
 async def create(request: Request) -> Response:
     """POST /v1/subscriptions."""
-    relay = _relay(request)
-    body = await web.read_json(request, relay.settings.max_body_bytes)
+    relay = deps.relay_of(request)
+    body = await deps.read_json(request, relay.settings.max_body_bytes)
     kind = body.get("kind", "webhook") if isinstance(body, dict) else None
     fields, problems = await _check_fields(
         body,
@@ -294,24 +252,24 @@ async def create(request: Request) -> Response:
         raise invalid(problems)
     now = time.time()
     sub = await relay.store.write(lambda tx: outbox.create_subscription(tx, fields, now))
-    return web.JSON(
+    return deps.JSON(
         sub.public(with_secret=True),
         status_code=201,
         headers={"Location": f"/v1/subscriptions/{sub.id}"},
     )
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "The subscriptions, newest first",
-        {200: ("A page of subscriptions", api.page_of(SUBSCRIPTION_SCHEMA))},
+        {200: ("A page of subscriptions", jobs.page_of(SUBSCRIPTION_SCHEMA))},
         query=(LIMIT, CURSOR),
         tags=_TAGS,
     )
 )
 async def list_all(request: Request) -> Response:
     """GET /v1/subscriptions?cursor=&limit=."""
-    relay = _relay(request)
+    relay = deps.relay_of(request)
     limit = LIMIT.read(request)
     before = CURSOR.read(request) or None
 
@@ -326,11 +284,11 @@ async def list_all(request: Request) -> Response:
 
     subs = await relay.store.read(q)
     cursor = str(subs[-1].seq) if len(subs) == limit else None
-    return web.JSON({"data": [s.public() for s in subs], "next_cursor": cursor})
+    return deps.JSON({"data": [s.public() for s in subs], "next_cursor": cursor})
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "One subscription",
         {200: ("The subscription", SUBSCRIPTION_SCHEMA)},
         errors=(404,),
@@ -339,11 +297,11 @@ async def list_all(request: Request) -> Response:
 )
 async def get_one(request: Request) -> Response:
     """GET /v1/subscriptions/{id}."""
-    return web.JSON((await _get(_relay(request), request.path_params["id"])).public())
+    return deps.JSON((await _get(deps.relay_of(request), request.path_params["id"])).public())
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "Change a subscription: url, events, filter, template, paused, ...",
         {200: ("The subscription", SUBSCRIPTION_SCHEMA)},
         body=lambda: body_schema(creating=False),
@@ -353,9 +311,9 @@ async def get_one(request: Request) -> Response:
 )
 async def patch(request: Request) -> Response:
     """PATCH /v1/subscriptions/{id}: url, events, filter, template, paused, ..."""
-    relay = _relay(request)
+    relay = deps.relay_of(request)
     sub = await _get(relay, request.path_params["id"])
-    body = await web.read_json(request, relay.settings.max_body_bytes)
+    body = await deps.read_json(request, relay.settings.max_body_bytes)
     if isinstance(body, dict) and "kind" in body and body["kind"] != sub.kind:
         raise invalid([Problem("kind", "cannot be changed; create a new subscription")])
     if isinstance(body, dict):
@@ -375,11 +333,11 @@ async def patch(request: Request) -> Response:
     )
     if updated is None:
         raise ApiError(404, "subscription_not_found", f"no subscription {sub.id!r}")
-    return web.JSON(updated.public())
+    return deps.JSON(updated.public())
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "Delete a subscription; its pending deliveries are canceled",
         {204: ("Deleted", None)},
         errors=(404,),
@@ -388,7 +346,7 @@ async def patch(request: Request) -> Response:
 )
 async def delete(request: Request) -> Response:
     """DELETE /v1/subscriptions/{id}: pending deliveries are canceled."""
-    relay = _relay(request)
+    relay = deps.relay_of(request)
     sub_id = request.path_params["id"]
     now = time.time()
     if not await relay.store.write(lambda tx: outbox.delete_subscription(tx, sub_id, now)):
@@ -396,25 +354,25 @@ async def delete(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "Send a sample job.test event to this subscription",
-        {202: ("The delivery", DELIVERY_SCHEMA)},
+        {202: ("The delivery", deliveries.DELIVERY_SCHEMA)},
         errors=(404,),
         tags=_TAGS,
     )
 )
 async def send_test(request: Request) -> Response:
     """POST /v1/subscriptions/{id}/test: a sample job.test delivery to this one only."""
-    relay = _relay(request)
+    relay = deps.relay_of(request)
     sub = await _get(relay, request.path_params["id"])
     now = time.time()
     delivery = await relay.store.write(lambda tx: outbox.send_test(tx, sub, now))
-    return web.JSON(delivery.public(), status_code=202)
+    return deps.JSON(delivery.public(), status_code=202)
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "Rotate a webhook subscription's secret (the old one signs too for 24 hours)",
         {200: ("The subscription with its new secret", SUBSCRIPTION_SCHEMA)},
         errors=(404, 409),
@@ -423,18 +381,18 @@ async def send_test(request: Request) -> Response:
 )
 async def rotate(request: Request) -> Response:
     """POST /v1/subscriptions/{id}/rotate-secret: the old secret signs too for 24 hours."""
-    relay = _relay(request)
+    relay = deps.relay_of(request)
     sub = await _get(relay, request.path_params["id"])
     if sub.kind != "webhook":
         raise ApiError(409, "no_secret", f"{sub.kind} subscriptions are not signed")
     now = time.time()
     rotated = await relay.store.write(lambda tx: outbox.rotate_secret(tx, sub.id, now))
     assert rotated is not None  # noqa: S101
-    return web.JSON(rotated.public(with_secret=True))
+    return deps.JSON(rotated.public(with_secret=True))
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "A webhook subscription's signing secret",
         {200: ("The secret", SECRET_SCHEMA)},
         errors=(404, 409),
@@ -443,15 +401,15 @@ async def rotate(request: Request) -> Response:
 )
 async def secret(request: Request) -> Response:
     """GET /v1/subscriptions/{id}/secret."""
-    sub = await _get(_relay(request), request.path_params["id"])
+    sub = await _get(deps.relay_of(request), request.path_params["id"])
     if sub.kind != "webhook":
         raise ApiError(409, "no_secret", f"{sub.kind} subscriptions are not signed")
     out = sub.public(with_secret=True)
-    return web.JSON({k: out[k] for k in out if "secret" in k})
+    return deps.JSON({k: out[k] for k in out if "secret" in k})
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "The secret that signs per-job `webhook` deliveries",
         {200: ("The secret", SECRET_SCHEMA)},
         tags=_TAGS,
@@ -459,11 +417,11 @@ async def secret(request: Request) -> Response:
 )
 async def webhook_secret(request: Request) -> Response:
     """GET /v1/webhook-secret: signs per-job `webhook` deliveries."""
-    return web.JSON(_relay(request).webhook_secret.public())
+    return deps.JSON(deps.relay_of(request).webhook_secret.public())
 
 
-@web.operation(
-    web.Operation(
+@deps.operation(
+    deps.Operation(
         "A new service-wide secret; the old one keeps signing beside it for 24 hours",
         {200: ("The new secret", SECRET_SCHEMA)},
         tags=_TAGS,
@@ -471,7 +429,7 @@ async def webhook_secret(request: Request) -> Response:
 )
 async def rotate_webhook_secret(request: Request) -> Response:
     """POST /v1/webhook-secret/rotate."""
-    relay = _relay(request)
+    relay = deps.relay_of(request)
     now = time.time()
     rotated = await relay.store.write(lambda tx: outbox.rotate_service_secret(tx, now))
     # The deliverer holds this same object: per-job webhooks are signed with both from now on.
@@ -481,91 +439,7 @@ async def rotate_webhook_secret(request: Request) -> Response:
         rotated.previous,
         rotated.previous_until,
     )
-    return web.JSON(held.public())
-
-
-@web.operation(
-    web.Operation(
-        "The delivery log, newest first, with each attempt",
-        {200: ("A page of deliveries", api.page_of(DELIVERY_SCHEMA))},
-        query=(SUBSCRIPTION_ID, JOB_ID, DELIVERY_STATUS, LIMIT, CURSOR),
-        tags=("deliveries",),
-    )
-)
-async def list_deliveries(request: Request) -> Response:
-    """GET /v1/deliveries?subscription_id=&job_id=&status=&cursor=&limit=."""
-    relay = _relay(request)
-    status = DELIVERY_STATUS.read(request)
-    where: list[str] = []
-    params: list[Any] = []
-    for name, query in (("subscription_id", SUBSCRIPTION_ID), ("job_id", JOB_ID)):
-        value = query.read(request)
-        if value:
-            where.append(f"{name} = ?")
-            params.append(value)
-    if status:
-        where.append("status = ?")
-        params.append(status)
-    before = CURSOR.read(request) or None
-    if before:
-        where.append("seq < ?")
-        params.append(before)
-    limit = LIMIT.read(request)
-    sql = "SELECT * FROM deliveries"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq DESC LIMIT ?"
-
-    def q(conn: sqlite3.Connection) -> tuple[list[outbox.Delivery], dict[str, list[Any]]]:
-        rows = [outbox.Delivery.from_row(r) for r in conn.execute(sql, (*params, limit))]
-        return rows, outbox.attempt_log(conn, [d.id for d in rows])
-
-    rows, log = await relay.store.read(q)
-    cursor = str(rows[-1].seq) if len(rows) == limit else None
-    return web.JSON({"data": [d.public(log[d.id]) for d in rows], "next_cursor": cursor})
-
-
-@web.operation(
-    web.Operation(
-        "One delivery with its attempt log",
-        {200: ("The delivery", DELIVERY_SCHEMA)},
-        errors=(404,),
-        tags=("deliveries",),
-    )
-)
-async def get_delivery(request: Request) -> Response:
-    """GET /v1/deliveries/{id} with its attempt log."""
-    relay = _relay(request)
-    delivery_id = request.path_params["id"]
-
-    def q(conn: sqlite3.Connection) -> tuple[outbox.Delivery | None, dict[str, list[Any]]]:
-        return outbox.get_delivery(conn, delivery_id), outbox.attempt_log(conn, [delivery_id])
-
-    delivery, log = await relay.store.read(q)
-    if delivery is None:
-        raise ApiError(404, "delivery_not_found", f"no delivery {delivery_id!r}")
-    return web.JSON(delivery.public(log[delivery_id]))
-
-
-@web.operation(
-    web.Operation(
-        "Deliver again now, with a fresh schedule",
-        {202: ("The delivery", DELIVERY_SCHEMA)},
-        errors=(404, 409),
-        tags=("deliveries",),
-    )
-)
-async def retry_delivery(request: Request) -> Response:
-    """POST /v1/deliveries/{id}/retry: deliver again now, with a fresh schedule."""
-    relay = _relay(request)
-    delivery_id = request.path_params["id"]
-    now = time.time()
-    delivery = await relay.store.write(lambda tx: outbox.retry_now(tx, delivery_id, now))
-    if delivery is None:
-        raise ApiError(404, "delivery_not_found", f"no delivery {delivery_id!r}")
-    if delivery.status == "canceled":
-        raise ApiError(409, "delivery_canceled", "its subscription was deleted")
-    return web.JSON(delivery.public(), status_code=202)
+    return deps.JSON(held.public())
 
 
 ROUTES = [
@@ -579,7 +453,4 @@ ROUTES = [
     Route("/subscriptions/{id}/secret", secret, methods=["GET"]),
     Route("/webhook-secret", webhook_secret, methods=["GET"]),
     Route("/webhook-secret/rotate", rotate_webhook_secret, methods=["POST"]),
-    Route("/deliveries", list_deliveries, methods=["GET"]),
-    Route("/deliveries/{id}", get_delivery, methods=["GET"]),
-    Route("/deliveries/{id}/retry", retry_delivery, methods=["POST"]),
 ]

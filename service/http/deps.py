@@ -8,13 +8,16 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service.errors import ApiError
+
+if TYPE_CHECKING:
+    from service.state import Relay
 
 MAX_DEPTH = 64
 MAX_INT64 = 2**63 - 1
@@ -237,3 +240,9 @@ def operation(spec: Operation) -> Callable[[_F], _F]:
         return handler
 
     return register
+
+
+def relay_of(request: Request) -> Relay:
+    """The lifespan state of the app serving `request`."""
+    relay: Relay = request.app.state.relay
+    return relay

@@ -1,0 +1,36 @@
+"""The lifespan state every route and worker receives: built once by `app.start`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import httpx
+
+from service import netguard, outbox
+from service.config import Settings
+from service.delivery import Deliverer
+from service.poller import Poller
+from service.providers.base import Provider
+from service.store import Store
+from service.submit import Submitter
+from service.tokens import Tokens
+
+
+@dataclass(slots=True)
+class Relay:
+    """Everything a request handler or worker needs, built once by the lifespan."""
+
+    settings: Settings
+    store: Store
+    tokens: Tokens
+    submitter: Submitter
+    poller: Poller
+    deliverer: Deliverer
+    webhook_secret: outbox.ServiceSecret
+    providers: dict[str, Provider]
+    clients: list[httpx.AsyncClient]
+    # Every lookup of a user-chosen target goes through this (tests inject a fake):
+    # `netguard.check_target(url, allow_private=..., resolve=relay.resolve)`.
+    resolve: netguard.Resolver = netguard.system_resolve
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
