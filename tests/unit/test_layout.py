@@ -1,0 +1,97 @@
+"""The package's layout: no import circle, and the pure modules import no IO library."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2] / "service"
+PURE = ["catalog", "jobs", "retry", "signing", "notification", "notify"]
+IO_LIBRARIES = {"httpx", "aiohttp", "sqlite3", "aiosqlite", "starlette", "uvicorn", "psycopg"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Modules imported when the file runs (imports under `if TYPE_CHECKING:` are left out)."""
+    tree = ast.parse(path.read_text("utf-8"))
+    typing_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            typing_only.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from service.notify import message` imports the submodule, not the package's
+            # names: only names that are no module count as an import of the package.
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if _is_module(sub) else node.module)
+    return found
+
+
+def _is_module(name: str) -> bool:
+    relative = Path(*name.split(".")[1:])
+    return (ROOT / relative).with_suffix(".py").exists() or (ROOT / relative).is_dir()
+
+
+def _graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    return {
+        name: {m for m in _runtime_imports(path) if m in files and m != name}
+        for name, path in files.items()
+    }
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    graph = _graph()
+    assert len(graph) > 30  # the walk really found the package
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_cycle_finder_finds_a_planted_cycle() -> None:
+    graph = _graph()
+    graph["service.jobs"] = {*graph["service.jobs"], "service.app"}
+    assert _cycle(graph) is not None
+
+
+@pytest.mark.parametrize("name", PURE)
+def test_pure_modules_import_no_io_library(name: str) -> None:
+    paths = (
+        [ROOT / f"{name}.py"] if (ROOT / f"{name}.py").exists() else [*(ROOT / name).glob("*.py")]
+    )
+    assert paths
+    for path in paths:
+        libraries = {m.split(".")[0] for m in _runtime_imports(path)}
+        assert not libraries & IO_LIBRARIES, (path.name, libraries & IO_LIBRARIES)
