@@ -8,11 +8,10 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
-
-import aiosqlite
 
 from service.errors import StorageUnavailable
 from service.store.base import Event, EventHook, Fn, Idempotent, Job, Tx, _idem
@@ -99,10 +98,47 @@ def storage_error(exc: BaseException) -> StorageUnavailable | None:
     return None
 
 
+# How long a write waits for another connection (another process) to release the write lock
+# before it fails as storage_unavailable. The wait happens on the writer's thread, never on the
+# event loop's: the writer connection's own busy timeout is 0 (see _begin_or_busy).
+LOCK_WAIT_MS = 10000
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether another connection holds the lock this statement needs."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _begin_or_busy(conn: sqlite3.Connection) -> bool:
+    """BEGIN IMMEDIATE at once (busy timeout 0: this never waits); False if the lock is held."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if _busy(exc):
+            return False
+        raise
+    return True
+
+
+def _waiting(conn: sqlite3.Connection, sql: str) -> None:
+    """Run `sql`, waiting up to LOCK_WAIT_MS for a lock: only ever on the writer's thread."""
+    try:
+        conn.execute(sql)
+        return
+    except sqlite3.OperationalError as exc:
+        if not _busy(exc):
+            raise
+    conn.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_MS:d}")
+    try:
+        conn.execute(sql)
+    finally:
+        conn.execute("PRAGMA busy_timeout = 0")
+
+
 def _run_units(conn: sqlite3.Connection, batch: list[tuple[Fn, Tx]]) -> list[tuple[bool, Any]]:
-    """Open a transaction and run every unit in a savepoint, so one failure spoils no other."""
+    """Run every unit of an open transaction in a savepoint, so one failure spoils no other."""
     results: list[tuple[bool, Any]] = []
-    conn.execute("BEGIN IMMEDIATE")
     try:
         for fn, tx in batch:
             conn.execute("SAVEPOINT unit")
@@ -126,7 +162,7 @@ def _run_units(conn: sqlite3.Connection, batch: list[tuple[Fn, Tx]]) -> list[tup
 
 def _commit(conn: sqlite3.Connection) -> None:
     try:
-        conn.execute("COMMIT")
+        _waiting(conn, "COMMIT")
     except BaseException:
         _rollback(conn)
         raise
@@ -137,21 +173,11 @@ def _rollback(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
-async def _on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run `fn` on the connection's own thread in one hop.
-
-    aiosqlite has no public call for this; group commit needs a whole batch per hop
-    (PERF-NOTES: each await on aiosqlite costs a thread round trip), hence the pinned minor.
-    """
-    result: T = await conn._execute(fn, conn._conn)  # type: ignore[no-untyped-call]
-    return result
-
-
 def _connect_options(conn: sqlite3.Connection) -> None:
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_MS:d}")
     conn.execute("PRAGMA foreign_keys = ON")
 
 
@@ -171,15 +197,61 @@ def _prepare(path: Path) -> None:
         pass
     else:
         os.close(fd)
-    # Opened once here, without aiosqlite: after a failed connect its thread lives on and
-    # reports to an event loop that may be closed by then.
-    sqlite3.connect(path).close()
 
 
-async def _close_quietly(*connections: aiosqlite.Connection) -> None:
-    for conn in connections:
-        with contextlib.suppress(Exception):
-            await conn.close()
+def _open_writer(path: str) -> sqlite3.Connection:
+    """The writer connection, migrated; run on the writer's thread (the migrations wait for locks).
+
+    check_same_thread=False: the writer's thread opens it and runs BEGIN (when it must wait)
+    and COMMIT, the event loop's thread runs the units in between (Store._write_loop); the two
+    never touch it at the same time, since the loop awaits each call it hands over."""
+    if path != ":memory:":
+        _prepare(Path(path))
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        _connect_options(conn)
+        _migrate(conn)
+        conn.execute("PRAGMA busy_timeout = 0")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _open_reader(path: str) -> sqlite3.Connection:
+    """The reader connection; opened, used and closed only on the reader's thread."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        _connect_options(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class _Line:
+    """A connection and the one thread that runs its blocking calls."""
+
+    __slots__ = ("conn", "thread")
+
+    def __init__(self, name: str) -> None:
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.conn: sqlite3.Connection | None = None
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on this line's thread; the event loop serves others meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self.thread, fn, *args)
+
+    async def close(self) -> None:
+        """Close the connection on its thread, then end the thread (idle by then)."""
+        try:
+            if self.conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    await self.call(self.conn.close)
+        finally:
+            self.conn = None
+            # a thread left behind would keep the process alive after a failed start
+            self.thread.shutdown(wait=True)
 
 
 # The readiness probe stores this many bytes and takes them back: as much as a callback
@@ -190,11 +262,12 @@ PROBE_BYTES = 65536
 class Store:
     """The database: `write` runs units of work through one group-commit writer."""
 
-    def __init__(
-        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str = ""
-    ) -> None:
+    def __init__(self, writer: _Line, reader: _Line, path: str = "") -> None:
+        assert writer.conn is not None and reader.conn is not None  # noqa: S101 - opened
         self._writer = writer
         self._reader = reader
+        self._writer_conn = writer.conn
+        self._reader_conn = reader.conn
         self.path = path
         self._queue: asyncio.Queue[tuple[Fn, Tx, asyncio.Future[Any]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -218,23 +291,13 @@ class Store:
 
     @classmethod
     async def _open(cls, path: str) -> Store:
-        if path != ":memory:":
-            _prepare(Path(path))
-        # The writer's units run on the event loop's thread (check_same_thread=False) and
-        # only COMMIT runs on aiosqlite's: see Store._write_loop.
-        writer = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
+        writer, reader = _Line("store-writer"), _Line("store-reader")
         try:
-            await _on_thread(writer, _connect_options)
-            await _on_thread(writer, _migrate)
-            reader = await aiosqlite.connect(path, isolation_level=None)
+            writer.conn = await writer.call(_open_writer, path)
+            reader.conn = await reader.call(_open_reader, path)
         except BaseException:
-            # an open connection's thread would keep the process alive after a failed start
-            await _close_quietly(writer)
-            raise
-        try:
-            await _on_thread(reader, _connect_options)
-        except BaseException:
-            await _close_quietly(reader, writer)
+            await reader.close()
+            await writer.close()
             raise
         store = cls(writer, reader, path)
         store._task = asyncio.create_task(store._write_loop(), name="store-writer")
@@ -268,13 +331,13 @@ class Store:
 
         Raises StorageUnavailable (nothing of `fn` kept) when the storage refuses the write."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((fn, Tx(self._writer._conn, self.hooks), future))
+        self._queue.put_nowait((fn, Tx(self._writer_conn, self.hooks), future))
         return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` on the reader connection (WAL: it never blocks the writer)."""
+        """Run `fn` on the reader connection, on its thread (WAL: it never blocks the writer)."""
         try:
-            return await _on_thread(self._reader, fn)
+            return await self._reader.call(fn, self._reader_conn)
         except sqlite3.DatabaseError as exc:
             failure = storage_error(exc)
             if failure is None:
@@ -314,6 +377,7 @@ class Store:
         self.refusing = None
 
     async def _write_loop(self) -> None:
+        conn = self._writer_conn
         while True:
             first = await self._queue.get()
             batch = [first]
@@ -321,13 +385,17 @@ class Store:
             while not self._queue.empty() and len(batch) < 2000:
                 batch.append(self._queue.get_nowait())
             try:
+                # The write lock: taken here at once when it is free; when another connection
+                # holds it, the wait goes to the writer's thread, so the loop never stalls on it.
+                if not _begin_or_busy(conn):
+                    await self._writer.call(_waiting, conn, "BEGIN IMMEDIATE")
                 # Units run here, on the loop's thread: SQLite statements take microseconds,
                 # and running them on another thread costs more in GIL hand-offs with the
                 # event loop than the statements themselves (measured: 107 vs 45 us a unit).
-                # COMMIT (the fsync) goes to the connection's thread, which releases the GIL
+                # COMMIT (the fsync) goes to the writer's thread, which releases the GIL
                 # while it waits, so the loop serves requests meanwhile.
-                results = _run_units(self._writer._conn, [(fn, tx) for fn, tx, _ in batch])
-                await _on_thread(self._writer, _commit)
+                results = _run_units(conn, [(fn, tx) for fn, tx, _ in batch])
+                await self._writer.call(_commit, conn)
             except Exception as exc:
                 failure = storage_error(exc)
                 if failure is None:
