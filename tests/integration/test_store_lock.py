@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
+import sqlite3
 import sys
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
+from service.errors import StorageUnavailable
 from service.sim.pixazo import PixazoSim
+from service.store import Store, Tx
 from tests.conftest import IMAGE_JOB, Running, StartRelay
 
 HOLD_SECONDS = 2.0
@@ -119,3 +125,44 @@ async def test_healthz_and_callbacks_answer_while_another_process_holds_the_writ
     assert {e["type"] for e in events} == {"callback.received"}, events
     kept = sorted(json.loads(e["data"]["body"])["n"] for e in events)
     assert kept == list(range(CALLBACKS)), events
+
+
+async def test_a_write_that_outwaits_the_lock_wait_is_refused_and_the_next_one_goes_through(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(str(tmp_path / "s.db"), lock_wait=0.3)
+
+    def put(tx: Tx) -> None:
+        tx.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('k', 'v')")
+
+    try:
+        with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            started = time.monotonic()
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            ticking = asyncio.create_task(tick())
+            with pytest.raises(StorageUnavailable) as refused:
+                await store.write(put)
+            waited = time.monotonic() - started
+            ticking.cancel()
+            assert refused.value.reason == "database is locked"
+            assert store.refusing == "database is locked"
+            assert 0.25 <= waited < 2.0, waited
+            assert ticks >= waited / 0.01 * 0.5, (ticks, waited)  # the loop ran all along
+            # reads go on while another connection holds the write lock
+            kept = await store.read(
+                lambda c: c.execute("SELECT count(*) FROM meta WHERE key = 'k'").fetchone()[0]
+            )
+            assert kept == 0
+            holder.execute("COMMIT")
+        await store.write(put)
+        assert store.refusing is None
+    finally:
+        await store.close()
