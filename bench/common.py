@@ -123,7 +123,7 @@ def cpu_model() -> str:
 
 def versions() -> dict[str, str]:
     out = {}
-    for name in ("starlette", "uvicorn", "httpx", "aiosqlite", "uvloop", "httptools"):
+    for name in ("starlette", "uvicorn", "httpx", "aiohttp", "uvloop", "httptools"):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

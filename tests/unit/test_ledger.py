@@ -17,6 +17,7 @@ from service import store as store_module
 from service.jobs import Report, Status
 from service.providers import pixazo
 from service.store import Event, Job, Store, Tx
+from service.store import sqlite as sqlite_store
 
 NOW = 1_800_000_000.0
 REQUEST_ID = "seedvr-upscale_0001"
@@ -669,13 +670,13 @@ async def test_a_failing_unit_spoils_no_other_unit_of_its_batch(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batches: list[list[Any]] = []
-    run_batch = store_module._run_units
+    run_batch = sqlite_store._run_units
 
     def spy(conn: sqlite3.Connection, batch: list[tuple[Any, Tx]]) -> list[tuple[bool, Any]]:
         batches.append([fn for fn, _ in batch])
         return run_batch(conn, batch)
 
-    monkeypatch.setattr(store_module, "_run_units", spy)
+    monkeypatch.setattr(sqlite_store, "_run_units", spy)
 
     def put(key: str) -> Callable[[Tx], str]:
         def unit(tx: Tx) -> str:
@@ -720,7 +721,7 @@ async def test_a_failing_unit_spoils_no_other_unit_of_its_batch(
 async def test_migrations_set_user_version_and_reopening_is_a_no_op(
     stores: Stores, make_job: MakeJob, store: Store
 ) -> None:
-    latest = max(number for number, _ in store_module._migrations())
+    latest = max(number for number, _ in sqlite_store._migrations())
     assert latest >= 1
     version = await store.read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0])
     assert version == latest
@@ -729,7 +730,7 @@ async def test_migrations_set_user_version_and_reopening_is_a_no_op(
     await stores.close(store)
 
     with contextlib.closing(sqlite3.connect(stores.path)) as conn:
-        assert store_module._migrate(conn) == latest  # nothing left to run
+        assert sqlite_store._migrate(conn) == latest  # nothing left to run
         assert conn.execute("PRAGMA user_version").fetchone()[0] == latest
 
     reopened = await stores.open()

@@ -1,240 +1,28 @@
-"""SQLite store: one group-commit writer, one reader, versioned migrations, the reads."""
+"""SQLite adapter: one group-commit writer, one reader, versioned migrations, the reads."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import os
+import queue
 import sqlite3
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
-
-from service import jobs, notification
 from service.errors import StorageUnavailable
-from service.jobs import Status
+from service.store.base import Event, EventHook, Fn, Idempotent, Job, Tx, _idem
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Fn = Callable[["Tx"], Any]
-EventHook = Callable[["Tx", "Event", "Job | None"], None]
-
-
-def _loads(text: str | None, empty: Any = None) -> Any:
-    """Decode a JSON column; the common empty values skip the decoder."""
-    if text is None:
-        return empty
-    if text == "{}":
-        return {}
-    if text == "[]":
-        return []
-    return json.loads(text)
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON for storage."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 UTC with milliseconds and a Z."""
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A job row."""
-
-    seq: int
-    id: str
-    model: str
-    provider: str
-    status: Status
-    progress: float
-    input: dict[str, Any]
-    metadata: dict[str, Any]
-    outputs: list[dict[str, Any]]
-    error: dict[str, Any] | None
-    provider_job_id: str | None
-    cost: float | None
-    webhook: str | None
-    webhook_events: list[str] | None
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    next_poll_at: float | None
-    poll_attempt: int
-    poll_errors: int
-    callback_status: str | None
-    deferred: bool = False
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
-        """Decode a `SELECT * FROM jobs` row."""
-        return cls(
-            seq=row["seq"],
-            id=row["id"],
-            model=row["model"],
-            provider=row["provider"],
-            status=Status(row["status"]),
-            progress=row["progress"],
-            input=_loads(row["input"]),
-            metadata=_loads(row["metadata"]),
-            outputs=_loads(row["outputs"]),
-            error=_loads(row["error"]) if row["error"] else None,
-            provider_job_id=row["provider_job_id"],
-            cost=row["cost"],
-            webhook=row["webhook"],
-            webhook_events=_loads(row["webhook_events"]) if row["webhook_events"] else None,
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            finished_at=row["finished_at"],
-            next_poll_at=row["next_poll_at"],
-            poll_attempt=row["poll_attempt"],
-            poll_errors=row["poll_errors"],
-            callback_status=row["callback_status"],
-            deferred=bool(row["deferred"]),
-        )
-
-    def notification_data(self) -> dict[str, Any]:
-        """The job as notifications carry it (SPEC: Outgoing notifications)."""
-        data: notification.NotificationData = {
-            "id": self.id,
-            "model": self.model,
-            "status": str(self.status),
-            "progress": self.progress,
-            "outputs": self.outputs,
-            "error": self.error,
-            "metadata": self.metadata,
-            "provider": self.provider,
-            "provider_job_id": self.provider_job_id,
-            "cost": self.cost,
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
-        }
-        return dict(data)
-
-    def public(self) -> dict[str, Any]:
-        """The job as the API shows it."""
-        out = self.notification_data()
-        if self.deferred:
-            out["deferred"] = True
-        out["input"] = self.input
-        out["webhook"] = self.webhook
-        out["webhook_events_filter"] = self.webhook_events
-        out["finished_at"] = iso(self.finished_at)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """An event row: append-only."""
-
-    id: int
-    job_id: str | None
-    type: str
-    source: str
-    created_at: float
-    data: dict[str, Any]
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Event:
-        """Decode an events row."""
-        return cls(
-            row["id"],
-            row["job_id"],
-            row["type"],
-            row["source"],
-            row["created_at"],
-            json.loads(row["data"]),
-        )
-
-    def public(self) -> dict[str, Any]:
-        """The event as the API shows it."""
-        return {
-            "id": self.id,
-            "job_id": self.job_id,
-            "type": self.type,
-            "source": self.source,
-            "created_at": iso(self.created_at),
-            "data": self.data,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Idempotent:
-    """A stored Idempotency-Key and, once known, the answer it gave."""
-
-    key: str
-    request_hash: str
-    job_id: str | None
-    status_code: int | None
-    response: dict[str, Any] | None
-
-
-class Tx:
-    """One unit of work inside a group-commit batch; `signal` wakes waiters after the commit."""
-
-    __slots__ = ("conn", "hooks", "signals")
-
-    def __init__(self, conn: sqlite3.Connection, hooks: list[EventHook]) -> None:
-        self.conn = conn
-        self.hooks = hooks
-        self.signals: set[str] = set()
-
-    def signal(self, name: str) -> None:
-        """Wake whoever waits on `name` once this transaction has committed."""
-        self.signals.add(name)
-
-    def one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        """The first row of a query."""
-        row: sqlite3.Row | None = self.conn.execute(sql, tuple(params)).fetchone()
-        return row
-
-    def job(self, job_id: str) -> Job | None:
-        """A job by id, read inside the transaction."""
-        row = self.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return Job.from_row(row) if row else None
-
-    def add_event(
-        self,
-        job_id: str | None,
-        type_: str,
-        source: str,
-        now: float,
-        data: dict[str, Any],
-        dedupe: str | None = None,
-        job: Job | None = None,
-    ) -> Event | None:
-        """Append an event; None when an event with the same dedupe key already exists.
-
-        `job` is the job as this event leaves it, for the hooks (it saves them a query)."""
-        cur = self.conn.execute(
-            "INSERT OR IGNORE INTO events (job_id, type, source, created_at, data, dedupe)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (job_id, type_, source, now, dumps(data), dedupe),
-        )
-        if cur.rowcount == 0:
-            return None
-        event = Event(int(cur.lastrowid or 0), job_id, type_, source, now, data)
-        for hook in self.hooks:
-            hook(self, event, job)
-        self.signal("events")
-        return event
 
 
 def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("service") / "sql"
+    folder = resources.files("service.store") / "migrations" / "sqlite"
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql") and entry.name[:3].isdigit():
@@ -311,10 +99,47 @@ def storage_error(exc: BaseException) -> StorageUnavailable | None:
     return None
 
 
+# How long a write waits by default for another connection (another process) to release the
+# write lock before it fails as storage_unavailable. The wait happens on the writer's thread,
+# never on the event loop's: the writer connection's own busy timeout is 0 (_begin_or_busy).
+LOCK_WAIT = 10.0
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether another connection holds the lock this statement needs."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _begin_or_busy(conn: sqlite3.Connection) -> bool:
+    """BEGIN IMMEDIATE at once (busy timeout 0: this never waits); False if the lock is held."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if _busy(exc):
+            return False
+        raise
+    return True
+
+
+def _waiting(conn: sqlite3.Connection, sql: str, wait_ms: int) -> None:
+    """Run `sql`, waiting up to `wait_ms` for a lock: only ever on the writer's thread."""
+    try:
+        conn.execute(sql)
+        return
+    except sqlite3.OperationalError as exc:
+        if not _busy(exc):
+            raise
+    conn.execute(f"PRAGMA busy_timeout = {wait_ms:d}")
+    try:
+        conn.execute(sql)
+    finally:
+        conn.execute("PRAGMA busy_timeout = 0")
+
+
 def _run_units(conn: sqlite3.Connection, batch: list[tuple[Fn, Tx]]) -> list[tuple[bool, Any]]:
-    """Open a transaction and run every unit in a savepoint, so one failure spoils no other."""
+    """Run every unit of an open transaction in a savepoint, so one failure spoils no other."""
     results: list[tuple[bool, Any]] = []
-    conn.execute("BEGIN IMMEDIATE")
     try:
         for fn, tx in batch:
             conn.execute("SAVEPOINT unit")
@@ -336,9 +161,9 @@ def _run_units(conn: sqlite3.Connection, batch: list[tuple[Fn, Tx]]) -> list[tup
     return results
 
 
-def _commit(conn: sqlite3.Connection) -> None:
+def _commit(conn: sqlite3.Connection, wait_ms: int) -> None:
     try:
-        conn.execute("COMMIT")
+        _waiting(conn, "COMMIT", wait_ms)
     except BaseException:
         _rollback(conn)
         raise
@@ -349,21 +174,11 @@ def _rollback(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
-async def _on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run `fn` on the connection's own thread in one hop.
-
-    aiosqlite has no public call for this; group commit needs a whole batch per hop
-    (PERF-NOTES: each await on aiosqlite costs a thread round trip), hence the pinned minor.
-    """
-    result: T = await conn._execute(fn, conn._conn)  # type: ignore[no-untyped-call]
-    return result
-
-
-def _connect_options(conn: sqlite3.Connection) -> None:
+def _connect_options(conn: sqlite3.Connection, wait_ms: int) -> None:
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {wait_ms:d}")
     conn.execute("PRAGMA foreign_keys = ON")
 
 
@@ -383,15 +198,93 @@ def _prepare(path: Path) -> None:
         pass
     else:
         os.close(fd)
-    # Opened once here, without aiosqlite: after a failed connect its thread lives on and
-    # reports to an event loop that may be closed by then.
-    sqlite3.connect(path).close()
 
 
-async def _close_quietly(*connections: aiosqlite.Connection) -> None:
-    for conn in connections:
-        with contextlib.suppress(Exception):
-            await conn.close()
+def _open_writer(path: str, wait_ms: int) -> sqlite3.Connection:
+    """The writer connection, migrated: run on the writer's thread (migrations wait for locks)."""
+    if path != ":memory:":
+        _prepare(Path(path))
+    # check_same_thread=False: the writer's thread opens it and runs BEGIN (when it must wait)
+    # and COMMIT; the event loop's thread runs the units in between (Store._write_loop). The
+    # two never touch it at the same time: the loop awaits each call it hands over.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        _connect_options(conn, wait_ms)
+        _migrate(conn)
+        conn.execute("PRAGMA busy_timeout = 0")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _open_reader(path: str, wait_ms: int) -> sqlite3.Connection:
+    """The reader connection; opened, used and closed only on the reader's thread."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        _connect_options(conn, wait_ms)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+_Call = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if not future.done():  # the caller may have been cancelled meanwhile
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+# A plain thread and queue rather than concurrent.futures: measured on one core, a round
+# trip costs the loop ~11 us this way against ~27 us through loop.run_in_executor.
+class _Line:
+    """A connection and the one thread of its own that runs its blocking calls, in order."""
+
+    __slots__ = ("_calls", "_closed", "_thread", "conn")
+
+    def __init__(self, name: str) -> None:
+        self.conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        # daemon: a store never closed must not keep the process alive; close() joins it
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn, args = call
+            try:
+                outcome = (True, fn(*args))
+            except BaseException as exc:
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                future.get_loop().call_soon_threadsafe(_settle, future, *outcome)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """`fn(*args)` on this line's thread; the event loop serves others meanwhile."""
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._calls.put((future, fn, args))
+        return future
+
+    async def close(self) -> None:
+        """Close the connection on its thread, then end the thread (idle by then)."""
+        try:
+            if self.conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    await self.call(self.conn.close)
+        finally:
+            self.conn = None
+            self._closed = True
+            # a thread left behind would outlive a failed start
+            self._calls.put(None)
+            self._thread.join()
 
 
 # The readiness probe stores this many bytes and takes them back: as much as a callback
@@ -402,12 +295,14 @@ PROBE_BYTES = 65536
 class Store:
     """The database: `write` runs units of work through one group-commit writer."""
 
-    def __init__(
-        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str = ""
-    ) -> None:
+    def __init__(self, writer: _Line, reader: _Line, path: str, wait_ms: int) -> None:
+        assert writer.conn is not None and reader.conn is not None  # noqa: S101 - opened
         self._writer = writer
         self._reader = reader
+        self._writer_conn = writer.conn
+        self._reader_conn = reader.conn
         self.path = path
+        self._wait_ms = wait_ms
         self._queue: asyncio.Queue[tuple[Fn, Tx, asyncio.Future[Any]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.hooks: list[EventHook] = []
@@ -416,12 +311,13 @@ class Store:
         self.refusing: str | None = None
 
     @classmethod
-    async def open(cls, path: str) -> Store:
+    async def open(cls, path: str, *, lock_wait: float = LOCK_WAIT) -> Store:
         """Open (creating folders and schema as needed) the database at `path`.
 
+        A write waits up to `lock_wait` seconds for another connection's lock.
         Raises StorageUnavailable when the file cannot be created, opened or written."""
         try:
-            return await cls._open(path)
+            return await cls._open(path, round(lock_wait * 1000))
         except Exception as exc:
             failure = storage_error(exc)
             if failure is None:
@@ -429,26 +325,16 @@ class Store:
             raise failure from exc
 
     @classmethod
-    async def _open(cls, path: str) -> Store:
-        if path != ":memory:":
-            _prepare(Path(path))
-        # The writer's units run on the event loop's thread (check_same_thread=False) and
-        # only COMMIT runs on aiosqlite's: see Store._write_loop.
-        writer = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
+    async def _open(cls, path: str, wait_ms: int) -> Store:
+        writer, reader = _Line("store-writer"), _Line("store-reader")
         try:
-            await _on_thread(writer, _connect_options)
-            await _on_thread(writer, _migrate)
-            reader = await aiosqlite.connect(path, isolation_level=None)
+            writer.conn = await writer.call(_open_writer, path, wait_ms)
+            reader.conn = await reader.call(_open_reader, path, wait_ms)
         except BaseException:
-            # an open connection's thread would keep the process alive after a failed start
-            await _close_quietly(writer)
+            await reader.close()
+            await writer.close()
             raise
-        try:
-            await _on_thread(reader, _connect_options)
-        except BaseException:
-            await _close_quietly(reader, writer)
-            raise
-        store = cls(writer, reader, path)
+        store = cls(writer, reader, path, wait_ms)
         store._task = asyncio.create_task(store._write_loop(), name="store-writer")
         return store
 
@@ -480,13 +366,13 @@ class Store:
 
         Raises StorageUnavailable (nothing of `fn` kept) when the storage refuses the write."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((fn, Tx(self._writer._conn, self.hooks), future))
+        self._queue.put_nowait((fn, Tx(self._writer_conn, self.hooks), future))
         return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` on the reader connection (WAL: it never blocks the writer)."""
+        """Run `fn` on the reader connection, on its thread (WAL: it never blocks the writer)."""
         try:
-            return await _on_thread(self._reader, fn)
+            return await self._reader.call(fn, self._reader_conn)
         except sqlite3.DatabaseError as exc:
             failure = storage_error(exc)
             if failure is None:
@@ -526,6 +412,7 @@ class Store:
         self.refusing = None
 
     async def _write_loop(self) -> None:
+        conn, wait_ms = self._writer_conn, self._wait_ms
         while True:
             first = await self._queue.get()
             batch = [first]
@@ -533,13 +420,17 @@ class Store:
             while not self._queue.empty() and len(batch) < 2000:
                 batch.append(self._queue.get_nowait())
             try:
+                # The write lock: taken here at once when it is free; when another connection
+                # holds it, the wait goes to the writer's thread, so the loop never stalls on it.
+                if not _begin_or_busy(conn):
+                    await self._writer.call(_waiting, conn, "BEGIN IMMEDIATE", wait_ms)
                 # Units run here, on the loop's thread: SQLite statements take microseconds,
                 # and running them on another thread costs more in GIL hand-offs with the
                 # event loop than the statements themselves (measured: 107 vs 45 us a unit).
-                # COMMIT (the fsync) goes to the connection's thread, which releases the GIL
+                # COMMIT (the fsync) goes to the writer's thread, which releases the GIL
                 # while it waits, so the loop serves requests meanwhile.
-                results = _run_units(self._writer._conn, [(fn, tx) for fn, tx, _ in batch])
-                await _on_thread(self._writer, _commit)
+                results = _run_units(conn, [(fn, tx) for fn, tx, _ in batch])
+                await self._writer.call(_commit, conn, wait_ms)
             except Exception as exc:
                 failure = storage_error(exc)
                 if failure is None:
@@ -665,21 +556,3 @@ class Store:
             return None if row[0] is None else float(row[0])
 
         return await self.read(q)
-
-
-def _idem(row: sqlite3.Row) -> Idempotent:
-    return Idempotent(
-        row["key"],
-        row["request_hash"],
-        row["job_id"],
-        row["status_code"],
-        json.loads(row["response"]) if row["response"] else None,
-    )
-
-
-def body_hash(body: bytes) -> str:
-    """A short stable digest of a raw body."""
-    return hashlib.sha256(body).hexdigest()[:32]
-
-
-__all__ = ["Event", "Idempotent", "Job", "Store", "Tx", "body_hash", "dumps", "iso", "jobs"]

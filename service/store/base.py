@@ -1,0 +1,237 @@
+"""What the store holds and hands out: jobs, events, idempotency keys, and the unit of work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from service import notification
+from service.jobs import Status
+
+Fn = Callable[["Tx"], Any]
+EventHook = Callable[["Tx", "Event", "Job | None"], None]
+
+
+def _loads(text: str | None, empty: Any = None) -> Any:
+    """Decode a JSON column; the common empty values skip the decoder."""
+    if text is None:
+        return empty
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    return json.loads(text)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for storage."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC with milliseconds and a Z."""
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job row."""
+
+    seq: int
+    id: str
+    model: str
+    provider: str
+    status: Status
+    progress: float
+    input: dict[str, Any]
+    metadata: dict[str, Any]
+    outputs: list[dict[str, Any]]
+    error: dict[str, Any] | None
+    provider_job_id: str | None
+    cost: float | None
+    webhook: str | None
+    webhook_events: list[str] | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    next_poll_at: float | None
+    poll_attempt: int
+    poll_errors: int
+    callback_status: str | None
+    deferred: bool = False
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        """Decode a `SELECT * FROM jobs` row."""
+        return cls(
+            seq=row["seq"],
+            id=row["id"],
+            model=row["model"],
+            provider=row["provider"],
+            status=Status(row["status"]),
+            progress=row["progress"],
+            input=_loads(row["input"]),
+            metadata=_loads(row["metadata"]),
+            outputs=_loads(row["outputs"]),
+            error=_loads(row["error"]) if row["error"] else None,
+            provider_job_id=row["provider_job_id"],
+            cost=row["cost"],
+            webhook=row["webhook"],
+            webhook_events=_loads(row["webhook_events"]) if row["webhook_events"] else None,
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            finished_at=row["finished_at"],
+            next_poll_at=row["next_poll_at"],
+            poll_attempt=row["poll_attempt"],
+            poll_errors=row["poll_errors"],
+            callback_status=row["callback_status"],
+            deferred=bool(row["deferred"]),
+        )
+
+    def notification_data(self) -> dict[str, Any]:
+        """The job as notifications carry it (SPEC: Outgoing notifications)."""
+        data: notification.NotificationData = {
+            "id": self.id,
+            "model": self.model,
+            "status": str(self.status),
+            "progress": self.progress,
+            "outputs": self.outputs,
+            "error": self.error,
+            "metadata": self.metadata,
+            "provider": self.provider,
+            "provider_job_id": self.provider_job_id,
+            "cost": self.cost,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+        return dict(data)
+
+    def public(self) -> dict[str, Any]:
+        """The job as the API shows it."""
+        out = self.notification_data()
+        if self.deferred:
+            out["deferred"] = True
+        out["input"] = self.input
+        out["webhook"] = self.webhook
+        out["webhook_events_filter"] = self.webhook_events
+        out["finished_at"] = iso(self.finished_at)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event row: append-only."""
+
+    id: int
+    job_id: str | None
+    type: str
+    source: str
+    created_at: float
+    data: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Event:
+        """Decode an events row."""
+        return cls(
+            row["id"],
+            row["job_id"],
+            row["type"],
+            row["source"],
+            row["created_at"],
+            json.loads(row["data"]),
+        )
+
+    def public(self) -> dict[str, Any]:
+        """The event as the API shows it."""
+        return {
+            "id": self.id,
+            "job_id": self.job_id,
+            "type": self.type,
+            "source": self.source,
+            "created_at": iso(self.created_at),
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotent:
+    """A stored Idempotency-Key and, once known, the answer it gave."""
+
+    key: str
+    request_hash: str
+    job_id: str | None
+    status_code: int | None
+    response: dict[str, Any] | None
+
+
+class Tx:
+    """One unit of work inside a group-commit batch; `signal` wakes waiters after the commit."""
+
+    __slots__ = ("conn", "hooks", "signals")
+
+    def __init__(self, conn: sqlite3.Connection, hooks: list[EventHook]) -> None:
+        self.conn = conn
+        self.hooks = hooks
+        self.signals: set[str] = set()
+
+    def signal(self, name: str) -> None:
+        """Wake whoever waits on `name` once this transaction has committed."""
+        self.signals.add(name)
+
+    def one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        """The first row of a query."""
+        row: sqlite3.Row | None = self.conn.execute(sql, tuple(params)).fetchone()
+        return row
+
+    def job(self, job_id: str) -> Job | None:
+        """A job by id, read inside the transaction."""
+        row = self.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(row) if row else None
+
+    def add_event(
+        self,
+        job_id: str | None,
+        type_: str,
+        source: str,
+        now: float,
+        data: dict[str, Any],
+        dedupe: str | None = None,
+        job: Job | None = None,
+    ) -> Event | None:
+        """Append an event; None when an event with the same dedupe key already exists.
+
+        `job` is the job as this event leaves it, for the hooks (it saves them a query)."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO events (job_id, type, source, created_at, data, dedupe)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (job_id, type_, source, now, dumps(data), dedupe),
+        )
+        if cur.rowcount == 0:
+            return None
+        event = Event(int(cur.lastrowid or 0), job_id, type_, source, now, data)
+        for hook in self.hooks:
+            hook(self, event, job)
+        self.signal("events")
+        return event
+
+
+def _idem(row: sqlite3.Row) -> Idempotent:
+    return Idempotent(
+        row["key"],
+        row["request_hash"],
+        row["job_id"],
+        row["status_code"],
+        json.loads(row["response"]) if row["response"] else None,
+    )
+
+
+def body_hash(body: bytes) -> str:
+    """A short stable digest of a raw body."""
+    return hashlib.sha256(body).hexdigest()[:32]
