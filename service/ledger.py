@@ -235,16 +235,20 @@ def record_submitted(
     job = tx.job(job_id)
     assert job is not None  # noqa: S101
     job, _ = _transition(tx, job, report, "api", now, {"provider_response": report.raw_status})
+    # The submission's lease ends with its answer.
     if not job.status.terminal:
         # A callback that came before this answer is confirmed by polling at once.
         due = now if job.callback_status else next_poll_at
-        # the submission's lease ends with its answer
         tx.conn.execute(
             "UPDATE jobs SET next_poll_at = ?, poll_attempt = 0, lease_owner = NULL,"
             " lease_expires_at = NULL WHERE id = ?",
             (due, job_id),
         )
         tx.signal("poll")
+    else:
+        tx.conn.execute(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?", (job_id,)
+        )
     final = tx.job(job_id)
     assert final is not None  # noqa: S101
     store_answer(tx, idem_key, 202, final.public())
