@@ -724,6 +724,17 @@ async def test_the_submission_lease_ends_with_the_providers_answer(store: Store)
     assert [j.id for j in await claim_as(store, "b", NOW + 5)] == ["job_sub"]  # polled when due
 
 
+async def test_a_submission_answered_with_an_end_state_holds_no_lease(store: Store) -> None:
+    new = ledger.NewJob("job_sub", "pixazo/seedvr-image", "pixazo", {}, {}, None, None)
+    await store.write(lambda tx: ledger.create_job(tx, new, NOW, None, NOW + 3600, None, "a"))
+    answer = report(Status.FAILED, "FAILED", provider_job_id=REQUEST_ID)
+    done = await store.write(
+        lambda tx: ledger.record_submitted(tx, "job_sub", answer, NOW, NOW + 5, None)
+    )
+    assert done.status is Status.FAILED
+    assert await lease_of(store, "job_sub") == (None, None)
+
+
 async def test_a_deferred_submission_holds_no_lease(store: Store) -> None:
     new = ledger.NewJob("job_def", "pixazo/seedvr-image", "pixazo", {}, {}, None, None)
     created = await store.write(
