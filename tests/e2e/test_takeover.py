@@ -43,6 +43,28 @@ class HeldSubmissions:
         await self.app(scope, receive, send)
 
 
+class Overlaps:
+    """Scenario's API, noting any job polled by two requests at once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.in_flight: dict[str, int] = {}
+        self.overlaps: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] != "GET" or "/jobs/" not in path:
+            await self.app(scope, receive, send)
+            return
+        self.in_flight[path] = self.in_flight.get(path, 0) + 1
+        if self.in_flight[path] > 1:
+            self.overlaps.append(path)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight[path] -= 1
+
+
 def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Read the relay's database as another process would (WAL: never in its way)."""
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
@@ -246,3 +268,56 @@ async def test_sigterm_past_the_grace_releases_the_delivery_for_the_next_process
             [arrived] = await subscriber.wait_for(1, timeout=5)
         assert arrived.headers["webhook-id"] == delivery
         assert arrived.at - ready < 1.0, arrived.at - ready  # at once, not after a lease
+
+
+async def test_two_processes_on_one_database_never_poll_one_job_at_once(tmp_path: Path) -> None:
+    scenario = ScenarioSim(queue_seconds=0.1, process_seconds=60, latency=1.0)
+    watch = Overlaps(scenario.app)
+    async with serve(watch) as scenario_url:
+        scenario.base_url = scenario_url
+        asset = scenario.add_asset(b"x", "image/png")
+        env = {
+            "SCENARIO_API_KEY": scenario.api_key,
+            "SCENARIO_API_SECRET": scenario.api_secret,
+            "SCENARIO_BASE_URL": scenario_url,
+        }
+        async with service(tmp_path, **env) as first, service(tmp_path, **env) as second:
+            assert first.database == second.database
+            await asyncio.gather(first.start(), second.start())
+            for i in range(16):
+                async with httpx.AsyncClient(base_url=(first, second)[i % 2].url) as client:
+                    body = {**SCENARIO_JOB, "input": {"image": asset}}
+                    assert (await client.post("/v1/jobs", json=body)).status_code == 202
+            await asyncio.sleep(3)  # every job is polled a few times, by either process
+            assert watch.overlaps == []
+            polled_by = []
+            for relay in (first, second):
+                async with httpx.AsyncClient(base_url=relay.url) as client:
+                    text = (await client.get("/metrics")).text
+                count = [ln for ln in text.splitlines() if ln.startswith("relay_poll_lateness_s")]
+                polled_by.append(float(next(ln for ln in count if "_count" in ln).split()[-1]))
+            assert all(n > 0 for n in polled_by), polled_by  # both took a share
+            # the first dies with polls under way: the second takes them over within 5 s
+            assert first.proc is not None
+            [(dead,)] = query(
+                first.database, "SELECT id FROM owners WHERE pid = ?", (first.proc.pid,)
+            )
+            held = [
+                r[0]
+                for r in query(
+                    first.database,
+                    "SELECT provider_job_id FROM jobs WHERE lease_owner = ?",
+                    (dead,),
+                )
+            ]
+            assert held
+            await first.kill()
+            killed = time.monotonic()
+            await until(
+                lambda: all(any(t > killed for t in scenario.poll_log[p]) for p in held),
+                TAKEOVER + 1,
+                "the dead process's polls are taken over",
+            )
+            taken = [min(t for t in scenario.poll_log[p] if t > killed) - killed for p in held]
+            assert max(taken) < TAKEOVER, taken
+            assert watch.overlaps == []
