@@ -560,7 +560,9 @@ def claim(
     """Lease due deliveries (and those leased by a dead owner: its heartbeat stale or its row
     gone): the head only for ordered destinations, and never more per subscription than its
     max_in_flight less what is already in flight; `paced` ones wait."""
-    # The takeover term is a list computed once from the few leased rows (deliveries_leased).
+    # The takeover term is a list computed once from the few leased rows (deliveries_leased);
+    # the unary plus keeps the planner off deliveries_status, which would read every pending
+    # delivery (a backlog of retries included), for the due range of deliveries_due.
     rows = tx.conn.execute(
         "UPDATE deliveries SET next_attempt_at = :until, lease_owner = :owner WHERE seq IN ("
         " SELECT seq FROM ("
@@ -572,7 +574,7 @@ def claim(
         "  WHERE (d.next_attempt_at <= :now OR d.seq IN (SELECT seq FROM deliveries"
         "   WHERE lease_owner IS NOT NULL AND lease_owner != :owner AND lease_owner NOT IN"
         "   (SELECT id FROM owners WHERE heartbeat_at > :alive_after)))"
-        "  AND d.status = 'pending'"
+        "  AND +d.status = 'pending'"
         "  AND (d.subscription_id IS NULL OR s.status = 'active')"
         "  AND (d.ordered = 0 OR d.seq = (SELECT min(seq) FROM deliveries h"
         "   WHERE h.subscription_id = d.subscription_id AND h.status = 'pending'))"

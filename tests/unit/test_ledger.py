@@ -848,6 +848,38 @@ async def test_the_claim_walks_its_indexes_on_ten_thousand_jobs(store: Store) ->
     assert not any(line.startswith("SCAN jobs") for line in plan), text
 
 
+async def test_the_delivery_claim_reads_the_due_range_not_every_pending_delivery(
+    store: Store,
+) -> None:
+    def seed(tx: Tx) -> None:
+        tx.conn.executemany(
+            "INSERT INTO deliveries (id, event_id, event_type, kind, url, next_attempt_at,"
+            " created_at, updated_at) VALUES (?, 1, 'job.succeeded', 'webhook',"
+            " 'https://example.com/hook', ?, ?, ?)",
+            [(f"msg_{i:05d}", NOW + i, NOW, NOW) for i in range(10_000)],  # a retry backlog
+        )
+
+    await store.write(seed)
+    statements: list[str] = []
+
+    def traced(tx: Tx) -> outbox.Claimed:
+        tx.conn.set_trace_callback(statements.append)
+        try:
+            return outbox.claim(tx, NOW + 9.5, 512, "a", 25, [], {})
+        finally:
+            tx.conn.set_trace_callback(None)
+
+    assert len((await store.write(traced)).deliveries) == 10
+    [claim_sql] = [s for s in statements if s.lstrip().startswith("UPDATE deliveries")]
+    plan = await store.read(
+        lambda c: [r[3] for r in c.execute("EXPLAIN QUERY PLAN " + claim_sql).fetchall()]
+    )
+    text = "\n".join(plan)
+    assert "SEARCH d USING INDEX deliveries_due (next_attempt_at<?)" in text, text
+    assert "deliveries_leased" in text, text
+    assert "deliveries_status" not in text, text
+
+
 async def test_a_dead_owners_deliveries_are_taken_over_and_released_ones_are_due(
     store: Store,
 ) -> None:
