@@ -202,10 +202,13 @@ async def stop(relay: Relay) -> None:
                 *cancelled,
                 *released,
             )
+    # The store closes before the HTTP clients: a submission still waiting for its provider
+    # must not record the closed client as the provider's failure. Its job stays released,
+    # and the next process settles it as submit_interrupted.
+    await relay.store.close()
     await relay.deliverer.aclose()
     for client in relay.clients:
         await client.aclose()
-    await relay.store.close()
 
 
 async def healthz(request: Request) -> Response:

@@ -321,3 +321,44 @@ async def test_two_processes_on_one_database_never_poll_one_job_at_once(tmp_path
             taken = [min(t for t in scenario.poll_log[p] if t > killed) - killed for p in held]
             assert max(taken) < TAKEOVER, taken
             assert watch.overlaps == []
+
+
+async def test_sigterm_with_a_submission_under_way_hands_it_over_within_the_grace(
+    tmp_path: Path,
+) -> None:
+    pixazo = PixazoSim()
+    held = HeldSubmissions(pixazo.app)
+    grace = 2.0
+    async with serve(held) as pixazo_url:
+        pixazo.base_url = pixazo_url
+        async with service(
+            tmp_path,
+            PIXAZO_API_KEY=pixazo.api_key,
+            PIXAZO_BASE_URL=pixazo_url,
+            RELAY_SHUTDOWN_GRACE=f"{grace:g}",
+        ) as svc:
+            await svc.start()
+            async with httpx.AsyncClient(base_url=svc.url, timeout=30) as client:
+                submitting = asyncio.create_task(client.post("/v1/jobs", json=PIXAZO_JOB))
+                await until(lambda: held.held, 5, "the submission reaches Pixazo")
+                # uvicorn waits for the request no longer than the grace, counted from the signal
+                code, took = await svc.terminate()
+                with contextlib.suppress(httpx.HTTPError):
+                    await submitting
+            assert code == 0
+            assert took < grace + 1.0, took
+            [(job_id, owner)] = query(svc.database, "SELECT id, lease_owner FROM jobs")
+            assert owner is None  # released: no need to wait for a heartbeat to age
+            held.hold = False
+            await svc.start()
+            ready = time.monotonic()
+            async with httpx.AsyncClient(base_url=svc.url) as client:
+
+                async def ended() -> dict[str, Any] | None:
+                    job = (await client.get(f"/v1/jobs/{job_id}")).json()
+                    return job if job["status"] != "submitting" else None
+
+                job = await until(ended, 5, "the interrupted submission is settled")
+            assert time.monotonic() - ready < 1.0
+            assert job["error"]["code"] == "submit_interrupted"
+    await pixazo.aclose()
