@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
-from service import logs, netguard, outbox
+from service import ledger, logs, netguard, outbox, owners
 from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError, StorageUnavailable
@@ -26,7 +26,7 @@ from service.http import callbacks, deliveries, deps, jobs, openapi, ops, subscr
 from service.poller import Poller
 from service.providers import build as build_providers
 from service.state import Relay
-from service.store import Store
+from service.store import Store, Tx
 from service.submit import Submitter
 from service.tokens import Tokens
 
@@ -56,7 +56,10 @@ async def start(
     ssl_context = ssl.create_default_context()
     providers, clients = build_providers(settings, ssl_context, resolve)
     owner = owner_id()
-    submitter = Submitter(store, providers, settings, tokens, clock, resolve)
+    # registered before anything can take a lease in this process's name
+    heartbeat = owners.Heartbeat(store, owner, clock)
+    await heartbeat.register()
+    submitter = Submitter(store, providers, settings, tokens, clock, resolve, owner=owner)
     poller = Poller(store, providers, settings, clock, owner, resume=submitter.resume)
     deliverer = Deliverer(store, settings, clock, owner, webhook_secret, resolve=resolve)
     return Relay(
@@ -70,20 +73,78 @@ async def start(
         providers,
         clients,
         resolve,
+        heartbeat=heartbeat,
+        clock=clock,
     )
 
 
+def begin_drain(relay: Relay) -> None:
+    """Claim no more work; what is under way has RELAY_SHUTDOWN_GRACE from now to finish."""
+    if relay.drain_deadline is None:
+        relay.drain_deadline = asyncio.get_running_loop().time() + relay.settings.shutdown_grace
+    relay.poller.stop_claiming()
+    relay.deliverer.stop_claiming()
+
+
+def drain_soon(application: Starlette, loop: asyncio.AbstractEventLoop) -> None:
+    """Begin the drain from a signal handler (SIGTERM) on the app's `loop`; the lifespan's
+    end finishes it. Safe to call at any time, also before the lifespan has started."""
+
+    def begin() -> None:
+        relay: Relay | None = getattr(application.state, "relay", None)
+        if relay is not None:
+            begin_drain(relay)
+
+    with contextlib.suppress(RuntimeError):  # the loop is closed already
+        loop.call_soon_threadsafe(begin)
+
+
 async def stop(relay: Relay) -> None:
-    """Stop workers, close clients, then the store (which finishes queued writes)."""
+    """Drain, then close: claim nothing more, let polls and deliveries under way finish
+    within the grace, release what is left and remove this process's owner row (so the next
+    process takes it at once), then close clients and the store."""
+    loop = asyncio.get_running_loop()
+    begin_drain(relay)
+    deadline = relay.drain_deadline or loop.time()
+    workers = [t for t in relay.tasks if t.get_name() != "heartbeat"]
+    # the worker loops return as soon as their current claim is committed
+    if workers:
+        await asyncio.wait(workers, timeout=max(0.1, deadline - loop.time()))
+    cancelled = await asyncio.gather(
+        relay.poller.drain(deadline),
+        relay.deliverer.drain(deadline),
+    )
     for task in relay.tasks:
         task.cancel()
     for task in relay.tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    owner, now = relay.heartbeat.owner if relay.heartbeat else "", relay.clock()
+
+    def release(tx: Tx) -> tuple[int, int]:
+        jobs, deliveries = ledger.release(tx, owner, now), outbox.release(tx, owner, now)
+        owners.unregister(tx, owner)
+        return jobs, deliveries
+
+    try:
+        released = await relay.store.write(release)
+    except StorageUnavailable as exc:
+        log.warning("leases not released (they free up when the heartbeat ages): %s", exc.reason)
+    else:
+        if any(released) or any(cancelled):
+            log.info(
+                "stopped: %d polls and %d deliveries cut short by RELAY_SHUTDOWN_GRACE; "
+                "released %d job and %d delivery leases",
+                *cancelled,
+                *released,
+            )
+    # The store closes before the HTTP clients: a submission still waiting for its provider
+    # must not record the closed client as the provider's failure. Its job stays released,
+    # and the next process settles it as submit_interrupted.
+    await relay.store.close()
     await relay.deliverer.aclose()
     for client in relay.clients:
         await client.aclose()
-    await relay.store.close()
 
 
 def create_app(
@@ -103,6 +164,8 @@ def create_app(
         logs.redact_access_log()
         relay = await start(settings, clock, resolve)
         app.state.relay = relay
+        if relay.heartbeat is not None:
+            relay.tasks.append(asyncio.create_task(relay.heartbeat.run_forever(), name="heartbeat"))
         if workers:
             relay.tasks.append(asyncio.create_task(relay.poller.run_forever(), name="poller"))
             relay.tasks.append(asyncio.create_task(relay.deliverer.run_forever(), name="deliverer"))

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import math
+import signal
+import socket
 import sys
+from types import FrameType
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +58,10 @@ def _check_database(path: str) -> str | None:
     return None
 
 
+def _stopped(sig: int, frame: FrameType | None) -> None:
+    """The signal was handled already (a drain, then a clean exit)."""
+
+
 def _serve(host: str, port: int, log_level: str) -> int:
     import uvicorn
 
@@ -74,16 +83,48 @@ def _serve(host: str, port: int, log_level: str) -> int:
     logs.configure(log_level)
     if warning:
         logging.getLogger("service").warning(warning)
-    uvicorn.run(
-        app.create_app(settings),
-        host=host,
-        port=port,
-        log_level=log_level,
-        log_config=None,  # uvicorn's loggers propagate to ours: one format, timestamps included
-        proxy_headers=True,
-        timeout_graceful_shutdown=10,
-        http=httpserver.protocol(settings.header_timeout, settings.max_header_bytes),
+    application = app.create_app(settings)
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, beginning the app's drain the moment a signal arrives."""
+
+        app_loop: asyncio.AbstractEventLoop | None = None
+
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            self.app_loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            if self.app_loop is not None:
+                app.drain_soon(application, self.app_loop)
+
+    server = Server(
+        uvicorn.Config(
+            application,
+            host=host,
+            port=port,
+            log_level=log_level,
+            log_config=None,  # uvicorn's loggers propagate to ours: one format, timestamps
+            proxy_headers=True,
+            # Requests under way get the grace too; the workers' drain began with the signal
+            # and ends by the same deadline in the lifespan (which uvicorn never times out).
+            timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace)),
+            http=httpserver.protocol(settings.header_timeout, settings.max_header_bytes),
+        )
     )
+    # SIGTERM and SIGINT end in a drain and exit 0: uvicorn re-raises the signal it caught
+    # once it is done, so that signal's handler before uvicorn's must be a quiet one.
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    except KeyboardInterrupt:  # a second Ctrl+C: uvicorn forced the exit
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not server.started:
+        return 3  # uvicorn's own code for a failed start-up
     return 0
 
 

@@ -46,6 +46,8 @@ class Settings:
     allow_private_targets: bool = False
     pause_after: float = 5 * 86400.0
     metrics_token: Secret | None = None
+    # SIGTERM: how long in-flight polls and deliveries may take to finish before release
+    shutdown_grace: float = 10.0
     # Not in the public table: tuning knobs with sensible defaults.
     poll_concurrency: int = 32
     max_in_flight: int = 10000
@@ -145,6 +147,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
         poll_concurrency=int(number("RELAY_POLL_CONCURRENCY", d.poll_concurrency, 1)),
         max_in_flight=int(number("RELAY_MAX_IN_FLIGHT", d.max_in_flight, 1)),
         metrics_token=secret("RELAY_METRICS_TOKEN"),
+        shutdown_grace=number("RELAY_SHUTDOWN_GRACE", d.shutdown_grace),
         header_timeout=number("RELAY_HEADER_TIMEOUT", d.header_timeout, 0.1),
         max_header_bytes=int(number("RELAY_MAX_HEADER_BYTES", d.max_header_bytes, 1024)),
     )

@@ -107,6 +107,7 @@ class Deliverer:
         self._not_before: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = store.waiter("deliveries")
+        self._claiming = True
 
     async def aclose(self) -> None:
         """Stop sending and close every client."""
@@ -265,14 +266,15 @@ class Deliverer:
         return await self._store.read(q)
 
     async def run_forever(self) -> None:
-        """Send as work is committed (woken at once), with a scan as the safety net."""
+        """Send as work is committed (woken at once), with a scan as the safety net. Returns
+        once `stop_claiming` is called, leaving the deliveries under way to `drain`."""
         try:
-            while True:
+            while self._claiming:
                 self._wake.clear()
                 claimed_all = False
                 try:
                     free = self._capacity - len(self._tasks)
-                    if free > 0:
+                    if free > 0 and self._claiming:
                         claimed = await self._claim(free)
                         self._start(claimed)
                         claimed_all = len(claimed.deliveries) == free
@@ -290,7 +292,27 @@ class Deliverer:
                     sleep_for = 1.0
                 if claimed_all:
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=sleep_for)
+                if self._claiming:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=sleep_for)
         finally:
-            await self.aclose()
+            if self._claiming:  # cancelled, not drained: the sends under way end with it
+                await self.aclose()
+
+    def stop_claiming(self) -> None:
+        """Claim nothing more (a drain has begun); sends under way go on."""
+        self._claiming = False
+        self._wake.set()  # the loop wakes and returns
+
+    async def drain(self, deadline: float) -> int:
+        """Let the sends under way finish until `deadline` (loop time), then cancel the rest
+        (their leases are the caller's to release); returns how many were cancelled."""
+        self.stop_claiming()
+        loop = asyncio.get_running_loop()
+        late: set[asyncio.Task[None]] = set()
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        return len(late)

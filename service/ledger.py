@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from service import jobs
+from service import jobs, owners
 from service.jobs import CallbackReport, Report, Status
 from service.store import Event, Idempotent, Job, Tx, _idem, dumps
 
@@ -56,8 +56,10 @@ def create_job(
     idem: tuple[str, str] | None,
     lease_until: float,
     cap: tuple[int, float] | None = None,
+    owner: str | None = None,
 ) -> Created:
-    """Insert a job as `submitting` (and its idempotency key) before the provider is called."""
+    """Insert a job as `submitting` (and its idempotency key) before the provider is called;
+    `owner`, the submitting process, holds its lease (taken over at once if it dies)."""
     if idem is not None:
         row = tx.one("SELECT * FROM idempotency WHERE key = ?", (idem[0],))
         if row is not None:
@@ -68,11 +70,11 @@ def create_job(
         )
     over = cap is not None and in_flight(tx, new.provider) >= cap[0]
     # next_poll_at doubles as the submission lease: if this process dies before the provider
-    # answers, the poller finds the job due and reconciles it.
+    # answers, the poller finds the job due (or its owner dead) and reconciles it.
     tx.conn.execute(
         "INSERT INTO jobs (id, model, provider, status, input, metadata, webhook, webhook_events,"
-        " created_at, updated_at, next_poll_at)"
-        " VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?, ?)",
+        " created_at, updated_at, next_poll_at, lease_owner, lease_expires_at)"
+        " VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.id,
             new.model,
@@ -84,12 +86,16 @@ def create_job(
             now,
             now,
             lease_until,
+            owner,
+            lease_until if owner is not None else None,
         ),
     )
     if over and cap is not None:
-        # over the provider's in-flight cap: held back and submitted by the poller later
+        # over the provider's in-flight cap: held back (no lease) and submitted by the poller
         tx.conn.execute(
-            "UPDATE jobs SET deferred = 1, next_poll_at = ? WHERE id = ?", (now + cap[1], new.id)
+            "UPDATE jobs SET deferred = 1, next_poll_at = ?, lease_owner = NULL,"
+            " lease_expires_at = NULL WHERE id = ?",
+            (now + cap[1], new.id),
         )
     job = tx.job(new.id)
     assert job is not None  # noqa: S101 - just inserted
@@ -114,8 +120,9 @@ def resume_deferred(
         )
         return None
     tx.conn.execute(
-        "UPDATE jobs SET deferred = 0, next_poll_at = ?, updated_at = ? WHERE id = ?",
-        (lease_until, now, job_id),
+        "UPDATE jobs SET deferred = 0, next_poll_at = ?, lease_expires_at = ?, updated_at = ?"
+        " WHERE id = ?",
+        (lease_until, lease_until, now, job_id),
     )
     return tx.job(job_id)
 
@@ -228,13 +235,20 @@ def record_submitted(
     job = tx.job(job_id)
     assert job is not None  # noqa: S101
     job, _ = _transition(tx, job, report, "api", now, {"provider_response": report.raw_status})
+    # The submission's lease ends with its answer.
     if not job.status.terminal:
         # A callback that came before this answer is confirmed by polling at once.
         due = now if job.callback_status else next_poll_at
         tx.conn.execute(
-            "UPDATE jobs SET next_poll_at = ?, poll_attempt = 0 WHERE id = ?", (due, job_id)
+            "UPDATE jobs SET next_poll_at = ?, poll_attempt = 0, lease_owner = NULL,"
+            " lease_expires_at = NULL WHERE id = ?",
+            (due, job_id),
         )
         tx.signal("poll")
+    else:
+        tx.conn.execute(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?", (job_id,)
+        )
     final = tx.job(job_id)
     assert final is not None  # noqa: S101
     store_answer(tx, idem_key, 202, final.public())
@@ -398,20 +412,44 @@ def claim_due(
     lease: float,
     lateness: list[float] | None = None,
 ) -> list[Job]:
-    """Lease up to `limit` jobs whose poll is due (or whose submission was interrupted)."""
+    """Lease up to `limit` jobs whose poll is due, or whose lease (a poll, a submission) is
+    held by a dead owner: one whose heartbeat is stale or whose row is gone."""
     # The lease is the due time itself: pushed to the lease's end, so a job whose poller
-    # died becomes due again by itself, and "next due" never counts jobs being polled.
+    # hung becomes due again by itself, and "next due" never counts jobs being polled.
+    # Two branches, each served by its index: the few leased rows (jobs_leased; the unary
+    # plus keeps the planner off jobs_due, which would scan every scheduled job) and the due
+    # range in due order (jobs_due, stopping at the limit). A process never takes over its
+    # own leases, and a live owner's are never taken before they run out.
     rows = tx.conn.execute(
         "UPDATE jobs SET lease_owner = :owner, lease_expires_at = :until,"
         " claimed_due = next_poll_at, next_poll_at = :until"
-        " WHERE seq IN (SELECT seq FROM jobs WHERE provider = :provider"
-        " AND next_poll_at IS NOT NULL AND next_poll_at <= :now"
-        " ORDER BY next_poll_at LIMIT :limit) RETURNING *",
-        {"owner": owner, "until": now + lease, "provider": provider, "now": now, "limit": limit},
+        " WHERE seq IN ("
+        "  SELECT seq FROM (SELECT seq FROM jobs WHERE lease_owner IS NOT NULL"
+        "   AND lease_owner != :owner AND lease_owner NOT IN"
+        "   (SELECT id FROM owners WHERE heartbeat_at > :alive_after)"
+        "   AND +provider = :provider AND +next_poll_at > :now)"
+        "  UNION ALL"
+        "  SELECT seq FROM (SELECT seq FROM jobs WHERE provider = :provider"
+        "   AND next_poll_at IS NOT NULL AND next_poll_at <= :now"
+        "   ORDER BY next_poll_at LIMIT :limit)"
+        "  LIMIT :limit) RETURNING *",
+        {
+            "owner": owner,
+            "until": now + lease,
+            "provider": provider,
+            "now": now,
+            "limit": limit,
+            "alive_after": owners.alive_after(now),
+        },
     ).fetchall()
     if lateness is not None:
-        # SET saw the old due time, RETURNING shows it in claimed_due
-        lateness.extend(now - r["claimed_due"] for r in rows if r["claimed_due"] is not None)
+        # SET saw the old due time, RETURNING shows it in claimed_due (a takeover's is the
+        # dead owner's lease end: no lateness of the schedule's)
+        lateness.extend(
+            now - r["claimed_due"]
+            for r in rows
+            if r["claimed_due"] is not None and r["claimed_due"] <= now
+        )
     return [Job.from_row(r) for r in rows]
 
 
@@ -422,6 +460,15 @@ def next_due(tx: Tx, provider: str) -> float | None:
         (provider,),
     )
     return None if row is None or row[0] is None else float(row[0])
+
+
+def release(tx: Tx, owner: str, now: float) -> int:
+    """Give up every job lease `owner` holds (a drain's end): due now, for whoever is next."""
+    return tx.conn.execute(
+        "UPDATE jobs SET next_poll_at = :now, lease_owner = NULL, lease_expires_at = NULL"
+        " WHERE lease_owner = :owner AND next_poll_at IS NOT NULL",
+        {"owner": owner, "now": now},
+    ).rowcount
 
 
 def record_poll(

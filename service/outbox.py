@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service import signing
+from service import owners, signing
 from service.notification import Notification, NotificationData, pick
 from service.store import Event, Job, Tx, dumps, iso
 
@@ -542,8 +542,12 @@ def claim(
     paced: Sequence[str],
     in_flight: dict[str, int],
 ) -> Claimed:
-    """Lease due deliveries: the head only for ordered destinations, and never more per
-    subscription than its max_in_flight less what is already in flight; `paced` ones wait."""
+    """Lease due deliveries (and those leased by a dead owner: its heartbeat stale or its row
+    gone): the head only for ordered destinations, and never more per subscription than its
+    max_in_flight less what is already in flight; `paced` ones wait."""
+    # The takeover term is a list computed once from the few leased rows (deliveries_leased);
+    # the unary plus keeps the planner off deliveries_status, which would read every pending
+    # delivery (a backlog of retries included), for the due range of deliveries_due.
     rows = tx.conn.execute(
         "UPDATE deliveries SET next_attempt_at = :until, lease_owner = :owner WHERE seq IN ("
         " SELECT seq FROM ("
@@ -552,7 +556,10 @@ def claim(
         "   coalesce(s.max_in_flight, 1) - coalesce(json_extract(:in_flight,"
         "   '$.' || d.subscription_id), 0) AS free"
         "  FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id"
-        "  WHERE d.next_attempt_at <= :now AND d.status = 'pending'"
+        "  WHERE (d.next_attempt_at <= :now OR d.seq IN (SELECT seq FROM deliveries"
+        "   WHERE lease_owner IS NOT NULL AND lease_owner != :owner AND lease_owner NOT IN"
+        "   (SELECT id FROM owners WHERE heartbeat_at > :alive_after)))"
+        "  AND +d.status = 'pending'"
         "  AND (d.subscription_id IS NULL OR s.status = 'active')"
         "  AND (d.ordered = 0 OR d.seq = (SELECT min(seq) FROM deliveries h"
         "   WHERE h.subscription_id = d.subscription_id AND h.status = 'pending'))"
@@ -565,6 +572,7 @@ def claim(
             "paced": dumps(list(paced)),
             "in_flight": dumps(in_flight),
             "limit": limit,
+            "alive_after": owners.alive_after(now),
         },
     ).fetchall()
     deliveries = sorted((Delivery.from_row(r) for r in rows), key=lambda d: d.seq)
@@ -583,6 +591,18 @@ def claim(
         ):
             events[r["id"]] = Event.from_row(r)
     return Claimed(deliveries, subs, events)
+
+
+def release(tx: Tx, owner: str, now: float) -> int:
+    """Give up every delivery `owner` has leased (a drain's end): due now, for whoever is next."""
+    released = tx.conn.execute(
+        "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL"
+        " WHERE lease_owner = ? AND status = 'pending'",
+        (now, owner),
+    ).rowcount
+    if released:
+        tx.signal("deliveries")
+    return released
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,7 @@ class Poller:
         # many polls instead of one each. A tick is at most 2.5% of the shortest interval.
         self._tick = min(0.05, settings.poll_min / 40)
         self._quiet: list[tuple[float, str, str]] = []
+        self._claiming = True
         self.stats = Lateness()
 
     def _schedule(self, job: Job, now: float, retry_after: float | None = None) -> float:
@@ -255,9 +256,10 @@ class Poller:
 
     async def run_forever(self) -> None:
         """Keep every provider's poll slots busy with due jobs; sleep until the next one is due,
-        a slot frees up, or new work is committed (a callback, a submission)."""
+        a slot frees up, or new work is committed (a callback, a submission). Returns once
+        `stop_claiming` is called, leaving the polls under way to `drain`."""
         try:
-            while True:
+            while self._claiming:
                 self._wake.clear()
                 self._slot_freed.clear()
                 self._sooner.clear()
@@ -269,8 +271,8 @@ class Poller:
                     await self.flush()
                     for name, provider in self._providers.items():
                         free = self._settings.poll_concurrency - len(self._running[name])
-                        if free <= 0:
-                            hungry = True
+                        if free <= 0 or not self._claiming:
+                            hungry = hungry or free <= 0
                             continue
                         claimed, due = await self._claim_and_peek(name, self._clock(), free)
                         for job in claimed:
@@ -284,11 +286,33 @@ class Poller:
                     sleep_for = 1.0
                 if self._quiet:
                     sleep_for = min(sleep_for, self._tick)
-                await self._sleep(sleep_for, hungry)
+                if self._claiming:
+                    await self._sleep(sleep_for, hungry)
         finally:
-            for running in self._running.values():
-                for task in list(running):
-                    task.cancel()
-                await asyncio.gather(*running, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await self.flush()
+            if self._claiming:  # cancelled, not drained: the polls under way end with it
+                await self._abandon()
+
+    def stop_claiming(self) -> None:
+        """Claim nothing more (a drain has begun); polls under way go on."""
+        self._claiming = False
+        self._sooner.set()  # the loop wakes and returns
+
+    async def drain(self, deadline: float) -> int:
+        """Let the polls under way finish until `deadline` (loop time), then cancel the rest
+        (their leases are the caller's to release); returns how many were cancelled."""
+        self.stop_claiming()
+        loop = asyncio.get_running_loop()
+        running = {t for tasks in self._running.values() for t in tasks}
+        late: set[asyncio.Task[None]] = set()
+        if running:
+            _, late = await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
+        await self._abandon()
+        return len(late)
+
+    async def _abandon(self) -> None:
+        for running in self._running.values():
+            for task in list(running):
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.flush()

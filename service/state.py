@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 
-from service import netguard, outbox
+from service import netguard, outbox, owners
 from service.config import Settings
 from service.delivery import Deliverer
 from service.poller import Poller
@@ -34,3 +36,7 @@ class Relay:
     # `netguard.check_target(url, allow_private=..., resolve=relay.resolve)`.
     resolve: netguard.Resolver = netguard.system_resolve
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    heartbeat: owners.Heartbeat | None = None
+    clock: Callable[[], float] = time.time
+    # set when a drain begins (SIGTERM, or the lifespan's end): the loop time it must end by
+    drain_deadline: float | None = None

@@ -58,7 +58,9 @@ class Submitter:
         tokens: Tokens,
         clock: Callable[[], float],
         resolve: netguard.Resolver | None = None,
+        owner: str | None = None,
     ) -> None:
+        self._owner = owner  # holds the lease of each submission until the provider answers
         self._resolve = resolve
         self._store = store
         self._providers = providers
@@ -104,7 +106,7 @@ class Submitter:
         idem = (key, digest) if key else None
         cap = (self._settings.max_in_flight, self._settings.poll_min)
         created = await self._store.write(
-            lambda tx: ledger.create_job(tx, new, now, idem, lease_until, cap)
+            lambda tx: ledger.create_job(tx, new, now, idem, lease_until, cap, self._owner)
         )
         if created.existing is not None:
             return await self._replay(created.existing, digest)

@@ -65,10 +65,22 @@ class Service:
                 assert time.monotonic() < deadline, "the service did not start"
                 await asyncio.sleep(0.05)
 
+    @property
+    def database(self) -> Path:
+        return Path(self.env["RELAY_DATABASE"])
+
     async def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         await self.proc.wait()
+
+    async def terminate(self, limit: float = 20.0) -> tuple[int, float]:
+        """SIGTERM; (exit code, seconds from the signal until the process was gone)."""
+        assert self.proc is not None
+        sent = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.proc.wait(), limit)
+        return code, time.monotonic() - sent
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from service import ledger
+from service import ledger, outbox, owners
 from service import store as store_module
 from service.jobs import Report, Status
 from service.providers import pixazo
@@ -644,6 +644,267 @@ async def test_poll_errors_write_one_event_until_a_poll_succeeds(
     assert (await types_of(store, job.id)).count("poll.error") == 1
     ok, _ = await poll(store, job.id, report(Status.QUEUED))
     assert ok is not None and ok.poll_errors == 0
+
+
+# -- owners and takeover -----------------------------------------------------------------------
+
+DEAD = owners.DEAD_AFTER
+
+
+async def register(store: Store, owner: str, now: float = NOW) -> None:
+    await store.write(lambda tx: owners.register(tx, owner, "host", 1, now))
+
+
+async def beat(store: Store, owner: str, now: float) -> float | None:
+    return await store.write(lambda tx: owners.beat(tx, owner, "host", 1, now))
+
+
+async def claim_as(
+    store: Store, owner: str, now: float, limit: int = 100, lateness: list[float] | None = None
+) -> list[Job]:
+    return await store.write(
+        lambda tx: ledger.claim_due(tx, "pixazo", now, limit, owner, 30, lateness)
+    )
+
+
+async def owner_rows(store: Store) -> list[str]:
+    return [r[0] for r in await store.read(lambda c: c.execute("SELECT id FROM owners").fetchall())]
+
+
+async def test_a_live_owners_leases_are_never_taken_and_a_dead_ones_are(
+    store: Store, make_job: MakeJob
+) -> None:
+    made = {(await make_job(lease_until=NOW - 1)).id for _ in range(3)}
+    await register(store, "a")
+    await register(store, "b")
+    assert {j.id for j in await claim_as(store, "a", NOW)} == made
+    # a beats on: b gets nothing, however long before the leases run out
+    for t in range(1, 21):
+        await beat(store, "a", NOW + t)
+        await beat(store, "b", NOW + t)
+        assert await claim_as(store, "b", NOW + t + 0.1) == []
+    # a falls silent at NOW+20: still alive until its heartbeat is DEAD_AFTER old
+    assert await claim_as(store, "b", NOW + 20 + DEAD - 0.1) == []
+    late: list[float] = []
+    taken = await claim_as(store, "b", NOW + 20 + DEAD + 0.1, lateness=late)
+    assert {j.id for j in taken} == made  # well before a's leases ran out (NOW+30)
+    for job in taken:
+        assert await lease_of(store, job.id) == ("b", NOW + 20 + DEAD + 0.1 + 30)
+    assert late == []  # a takeover is no poll of the schedule's: no lateness recorded
+    await beat(store, "b", NOW + 20 + DEAD + 0.2)
+    assert await claim_as(store, "a", NOW + 20 + DEAD + 0.2) == []  # nor taken back: b is alive
+
+
+async def test_a_lease_whose_owner_has_no_row_is_free_at_once(
+    store: Store, make_job: MakeJob
+) -> None:
+    job = await make_job(lease_until=NOW - 1)
+    await register(store, "a")
+    assert [j.id for j in await claim_as(store, "a", NOW)] == [job.id]
+    assert await claim_as(store, "a", NOW + 1) == []  # its own lease: never taken over
+    await store.write(lambda tx: owners.unregister(tx, "a"))  # a clean stop
+    assert [j.id for j in await claim_as(store, "b", NOW + 1)] == [job.id]
+
+
+async def test_an_interrupted_submission_is_claimed_once_its_owner_is_dead(
+    store: Store,
+) -> None:
+    new = ledger.NewJob("job_sub", "pixazo/seedvr-image", "pixazo", {}, {}, None, None)
+    await register(store, "a")
+    await store.write(lambda tx: ledger.create_job(tx, new, NOW, None, NOW + 3600, None, "a"))
+    assert await lease_of(store, "job_sub") == ("a", NOW + 3600)
+    assert await claim_as(store, "b", NOW + 1) == []  # a is alive: its submission is under way
+    [taken] = await claim_as(store, "b", NOW + DEAD + 0.1)  # a died at once
+    assert (taken.id, taken.status) == ("job_sub", Status.SUBMITTING)
+
+
+async def test_the_submission_lease_ends_with_the_providers_answer(store: Store) -> None:
+    new = ledger.NewJob("job_sub", "pixazo/seedvr-image", "pixazo", {}, {}, None, None)
+    await store.write(lambda tx: ledger.create_job(tx, new, NOW, None, NOW + 3600, None, "a"))
+    await submitted(store, "job_sub")
+    assert await lease_of(store, "job_sub") == (None, None)  # a's death later takes nothing
+    assert await claim_as(store, "b", NOW + 1) == []
+    assert [j.id for j in await claim_as(store, "b", NOW + 5)] == ["job_sub"]  # polled when due
+
+
+async def test_a_submission_answered_with_an_end_state_holds_no_lease(store: Store) -> None:
+    new = ledger.NewJob("job_sub", "pixazo/seedvr-image", "pixazo", {}, {}, None, None)
+    await store.write(lambda tx: ledger.create_job(tx, new, NOW, None, NOW + 3600, None, "a"))
+    answer = report(Status.FAILED, "FAILED", provider_job_id=REQUEST_ID)
+    done = await store.write(
+        lambda tx: ledger.record_submitted(tx, "job_sub", answer, NOW, NOW + 5, None)
+    )
+    assert done.status is Status.FAILED
+    assert await lease_of(store, "job_sub") == (None, None)
+
+
+async def test_a_deferred_submission_holds_no_lease(store: Store) -> None:
+    new = ledger.NewJob("job_def", "pixazo/seedvr-image", "pixazo", {}, {}, None, None)
+    created = await store.write(
+        lambda tx: ledger.create_job(tx, new, NOW, None, NOW + 3600, (0, 2.0), "a")
+    )
+    assert created.job is not None and created.job.deferred
+    assert await lease_of(store, "job_def") == (None, None)
+    assert await claim_as(store, "b", NOW + 1) == []  # resumed when due, not before
+    assert [j.id for j in await claim_as(store, "b", NOW + 2)] == ["job_def"]
+
+
+async def test_release_makes_an_owners_leases_due_for_anyone_now(
+    store: Store, make_job: MakeJob
+) -> None:
+    jobs = [await make_job(lease_until=NOW - 1) for _ in range(2)]
+    other = await make_job(lease_until=NOW - 1)
+    await register(store, "a")
+    await register(store, "b")
+    await claim_as(store, "a", NOW, limit=2)
+    assert [j.id for j in await claim_as(store, "b", NOW)] == [other.id]
+    released = await store.write(lambda tx: ledger.release(tx, "a", NOW + 1))
+    assert released == 2
+    for job in jobs:
+        assert await lease_of(store, job.id) == (None, None)
+    # due at the release: a live third process takes them at once (b's own lease stays b's)
+    assert {j.id for j in await claim_as(store, "c", NOW + 1)} == {j.id for j in jobs}
+
+
+async def test_beat_drops_dead_owners_once_and_wakes_the_workers(store: Store) -> None:
+    await register(store, "a")
+    await register(store, "b", NOW + 1)
+    assert await beat(store, "a", NOW + 2) == NOW + 1  # the oldest heartbeat of another owner
+    wakes = [store.waiter(c) for c in owners.CHANNELS]
+    for waiter in wakes:
+        waiter.clear()
+    assert await beat(store, "a", NOW + 1 + DEAD - 0.1) == NOW + 1
+    assert not any(w.is_set() for w in wakes)
+    assert await beat(store, "a", NOW + 1 + DEAD) is None  # b is dead: dropped
+    assert await owner_rows(store) == ["a"]
+    assert all(w.is_set() for w in wakes)
+
+
+async def test_an_owner_taken_for_dead_registers_again_on_its_next_beat(store: Store) -> None:
+    await register(store, "a")
+    await register(store, "b")
+    await beat(store, "b", NOW + DEAD + 1)  # a was silent: dropped
+    assert await owner_rows(store) == ["b"]
+    assert await beat(store, "a", NOW + DEAD + 2) == NOW + DEAD + 1
+    assert sorted(await owner_rows(store)) == ["a", "b"]
+
+
+async def test_two_stores_on_one_file_never_hold_one_job_at_once(
+    stores: Stores, store: Store, make_job: MakeJob
+) -> None:
+    """Two relays on one database: each claim is exclusive, and takeover needs a dead owner."""
+    made = {(await make_job(lease_until=NOW - 100 + i * 0.1)).id for i in range(300)}
+    other = await stores.open()
+    relays = {"a": store, "b": other}
+    for name, opened in relays.items():
+        await register(opened, name)
+    held: dict[str, str] = {}
+
+    async def work(name: str) -> None:
+        for step in range(60):
+            now = NOW + step * 0.05
+            await beat(relays[name], name, now)
+            for job in await claim_as(relays[name], name, now, limit=7):
+                assert job.id not in held, f"{job.id} held by {held.get(job.id)} and {name}"
+                held[job.id] = name
+            await asyncio.sleep(0)
+
+    await asyncio.gather(work("a"), work("b"))
+    assert set(held) == made
+    assert set(held.values()) == {"a", "b"}  # both took a share
+    # a dies: b takes over exactly a's jobs, once a's heartbeat is DEAD_AFTER old
+    last = NOW + 59 * 0.05
+    await beat(other, "b", last + DEAD + 0.5)
+    taken = await claim_as(other, "b", last + DEAD + 0.5, limit=1000)
+    assert {j.id for j in taken} == {j for j, name in held.items() if name == "a"}
+
+
+async def test_the_claim_walks_its_indexes_on_ten_thousand_jobs(store: Store) -> None:
+    def seed(tx: Tx) -> None:
+        tx.conn.executemany(
+            "INSERT INTO jobs (id, model, provider, status, input, created_at, updated_at,"
+            " next_poll_at) VALUES (?, 'scenario/upscale-v3', 'scenario', 'processing', '{}',"
+            " ?, ?, ?)",
+            [(f"job_{i:05d}", NOW, NOW, NOW + i * 0.01) for i in range(10_000)],
+        )
+
+    await store.write(seed)
+    statements: list[str] = []
+
+    def traced(tx: Tx) -> list[Job]:
+        tx.conn.set_trace_callback(statements.append)
+        try:
+            return ledger.claim_due(tx, "scenario", NOW + 50, 32, "a", 30)
+        finally:
+            tx.conn.set_trace_callback(None)
+
+    assert len(await store.write(traced)) == 32
+    [claim_sql] = [s for s in statements if s.lstrip().startswith("UPDATE jobs")]
+    plan = await store.read(
+        lambda c: [r[3] for r in c.execute("EXPLAIN QUERY PLAN " + claim_sql).fetchall()]
+    )
+    text = "\n".join(plan)
+    assert "USING COVERING INDEX jobs_due (provider=? AND next_poll_at>? AND next_poll_at<?)" in (
+        text
+    ), text
+    assert "USING INDEX jobs_leased" in text, text
+    assert not any(line.startswith("SCAN jobs") for line in plan), text
+
+
+async def test_the_delivery_claim_reads_the_due_range_not_every_pending_delivery(
+    store: Store,
+) -> None:
+    def seed(tx: Tx) -> None:
+        tx.conn.executemany(
+            "INSERT INTO deliveries (id, event_id, event_type, kind, url, next_attempt_at,"
+            " created_at, updated_at) VALUES (?, 1, 'job.succeeded', 'webhook',"
+            " 'https://example.com/hook', ?, ?, ?)",
+            [(f"msg_{i:05d}", NOW + i, NOW, NOW) for i in range(10_000)],  # a retry backlog
+        )
+
+    await store.write(seed)
+    statements: list[str] = []
+
+    def traced(tx: Tx) -> outbox.Claimed:
+        tx.conn.set_trace_callback(statements.append)
+        try:
+            return outbox.claim(tx, NOW + 9.5, 512, "a", 25, [], {})
+        finally:
+            tx.conn.set_trace_callback(None)
+
+    assert len((await store.write(traced)).deliveries) == 10
+    [claim_sql] = [s for s in statements if s.lstrip().startswith("UPDATE deliveries")]
+    plan = await store.read(
+        lambda c: [r[3] for r in c.execute("EXPLAIN QUERY PLAN " + claim_sql).fetchall()]
+    )
+    text = "\n".join(plan)
+    assert "SEARCH d USING INDEX deliveries_due (next_attempt_at<?)" in text, text
+    assert "deliveries_leased" in text, text
+    assert "deliveries_status" not in text, text
+
+
+async def test_a_dead_owners_deliveries_are_taken_over_and_released_ones_are_due(
+    store: Store,
+) -> None:
+    def make(tx: Tx) -> list[str]:
+        fields = {"url": "https://example.com/hook", "kind": "webhook", "events": ["*"]}
+        sub = outbox.create_subscription(tx, {**fields, "max_in_flight": 10}, NOW)
+        return [outbox.send_test(tx, sub, NOW).id for _ in range(3)]
+
+    made = set(await store.write(make))
+
+    async def claim_deliveries(owner: str, now: float) -> set[str]:
+        claimed = await store.write(lambda tx: outbox.claim(tx, now, 100, owner, 25, [], {}))
+        return {d.id for d in claimed.deliveries}
+
+    await register(store, "a")
+    await register(store, "b")
+    assert await claim_deliveries("a", NOW) == made
+    assert await claim_deliveries("b", NOW + DEAD - 0.1) == set()  # a is alive
+    assert await claim_deliveries("a", NOW + 1) == set()  # its own: never taken over
+    assert await claim_deliveries("b", NOW + DEAD + 0.1) == made  # a is dead
+    assert await store.write(lambda tx: outbox.release(tx, "b", NOW + 5)) == 3
+    assert await claim_deliveries("c", NOW + 5) == made  # due at once for anyone
 
 
 # -- the store itself --------------------------------------------------------------------------
