@@ -131,6 +131,21 @@ async def relay(start_relay: StartRelay) -> Running:
     return await start_relay()
 
 
+# SPEC "Outgoing notifications": the keys of `data`, in order, copied here so that tests do
+# not take their expected values from the code they check.
+SPEC_DATA_KEYS = (
+    "id",
+    "model",
+    "status",
+    "progress",
+    "outputs",
+    "error",
+    "metadata",
+    "provider",
+    "provider_job_id",
+    "created_at",
+    "updated_at",
+)
 IMAGE_JOB = {
     "model": "pixazo/seedvr-image",
     "input": {"image_url": "https://example.com/in.png", "upscale_factor": 2},

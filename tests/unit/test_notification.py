@@ -9,21 +9,7 @@ from service.http import jobs as api
 from service.jobs import Status
 from service.outbox import notification as body_of
 from service.store import Event, Job
-
-# SPEC "Outgoing notifications", copied here so the test does not derive its oracle from the code.
-SPEC_DATA_KEYS = (
-    "id",
-    "model",
-    "status",
-    "progress",
-    "outputs",
-    "error",
-    "metadata",
-    "provider",
-    "provider_job_id",
-    "created_at",
-    "updated_at",
-)
+from tests.conftest import SPEC_DATA_KEYS
 
 
 def make_job(**fields: object) -> Job:
