@@ -256,14 +256,7 @@ class Deliverer:
         return len(tasks)
 
     async def _next_due(self) -> float | None:
-        def q(conn: Any) -> float | None:
-            row = conn.execute(
-                "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'"
-                " AND next_attempt_at IS NOT NULL"
-            ).fetchone()
-            return None if row[0] is None else float(row[0])
-
-        return await self._store.read(q)
+        return await self._store.next_attempt_due()
 
     async def run_forever(self) -> None:
         """Send as work is committed (woken at once), with a scan as the safety net. Returns

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import secrets
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +10,11 @@ from typing import Any
 from service import owners, signing
 from service.notification import Notification, NotificationData, pick
 from service.store import Event, Job, Tx, dumps, iso
+from service.store import sqlite_reads as reads
+
+# re-exported: the outbox's callers know them as outbox.Subscription and outbox.Delivery
+from service.store.records import Delivery as Delivery
+from service.store.records import Subscription as Subscription
 
 NOTIFY_TYPES = ("job.queued", "job.processing", "job.succeeded", "job.failed", "job.canceled")
 TERMINAL_TYPES = ("job.succeeded", "job.failed", "job.canceled")
@@ -30,170 +33,6 @@ _VERSION_KEY = "subscriptions_version"
 def new_subscription_id() -> str:
     """A fresh subscription id."""
     return "sub_" + secrets.token_hex(10)
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """A subscription row."""
-
-    id: str
-    url: str
-    kind: str
-    events: tuple[str, ...]
-    filter: dict[str, Any] | None
-    template: str | None
-    description: str | None
-    secret: str | None
-    old_secret: str | None
-    old_secret_expires_at: float | None
-    status: str
-    paused_reason: str | None
-    rate_per_second: float | None
-    max_in_flight: int
-    failing_since: float | None
-    created_at: float
-    updated_at: float
-    seq: int = 0
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Subscription:
-        """Decode a subscriptions row."""
-        return cls(
-            id=row["id"],
-            url=row["url"],
-            kind=row["kind"],
-            events=tuple(json.loads(row["events"])),
-            filter=json.loads(row["filter"]) if row["filter"] else None,
-            template=row["template"],
-            description=row["description"],
-            secret=row["secret"],
-            old_secret=row["old_secret"],
-            old_secret_expires_at=row["old_secret_expires_at"],
-            status=row["status"],
-            paused_reason=row["paused_reason"],
-            rate_per_second=row["rate_per_second"],
-            max_in_flight=row["max_in_flight"],
-            failing_since=row["failing_since"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            seq=row["seq"],
-        )
-
-    def wants(self, event_type: str, data: dict[str, Any]) -> bool:
-        """True when this subscription takes an event of this type about this job (a paused
-        one too: its deliveries wait and are sent when it resumes)."""
-        if event_type not in self.events and "job.*" not in self.events:
-            return False
-        flt = self.filter or {}
-        models = flt.get("models")
-        if models and data.get("model") not in models:
-            return False
-        wanted = flt.get("metadata") or {}
-        have = data.get("metadata") or {}
-        return all(k in have and str(have[k]) == str(v) for k, v in wanted.items())
-
-    def signing_secrets(self, now: float) -> list[str]:
-        """The secrets to sign with: the current one, and the previous one while it overlaps."""
-        out = [self.secret] if self.secret else []
-        if self.old_secret and (self.old_secret_expires_at or 0) > now:
-            out.append(self.old_secret)
-        return out
-
-    def public(self, *, with_secret: bool = False) -> dict[str, Any]:
-        """The subscription as the API shows it (the secret only when asked)."""
-        out: dict[str, Any] = {
-            "id": self.id,
-            "url": self.url,
-            "kind": self.kind,
-            "events": list(self.events),
-            "filter": self.filter,
-            "template": self.template,
-            "description": self.description,
-            "status": self.status,
-            "paused_reason": self.paused_reason,
-            "rate_per_second": self.rate_per_second,
-            "max_in_flight": self.max_in_flight,
-            "failing_since": iso(self.failing_since),
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
-        }
-        if with_secret and self.secret:
-            out["secret"] = self.secret
-            if self.old_secret and self.old_secret_expires_at:
-                out["previous_secret_expires_at"] = iso(self.old_secret_expires_at)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """A delivery row: one event for one destination."""
-
-    seq: int
-    id: str
-    subscription_id: str | None
-    job_id: str | None
-    event_id: int
-    event_type: str
-    kind: str
-    url: str | None
-    ordered: bool
-    status: str
-    attempts: int
-    round: int
-    next_attempt_at: float | None
-    last_status_code: int | None
-    last_error: str | None
-    created_at: float
-    updated_at: float
-    delivered_at: float | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Delivery:
-        """Decode a deliveries row."""
-        return cls(
-            row["seq"],
-            row["id"],
-            row["subscription_id"],
-            row["job_id"],
-            row["event_id"],
-            row["event_type"],
-            row["kind"],
-            row["url"],
-            bool(row["ordered"]),
-            row["status"],
-            row["attempts"],
-            row["round"],
-            row["next_attempt_at"],
-            row["last_status_code"],
-            row["last_error"],
-            row["created_at"],
-            row["updated_at"],
-            row["delivered_at"],
-        )
-
-    def public(self, attempts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """The delivery as the API shows it."""
-        out: dict[str, Any] = {
-            "id": self.id,
-            "subscription_id": self.subscription_id,
-            "job_id": self.job_id,
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "kind": self.kind,
-            "status": self.status,
-            "attempts": self.attempts,
-            "next_attempt_at": iso(self.next_attempt_at) if self.status == "pending" else None,
-            "last_status_code": self.last_status_code,
-            "last_error": self.last_error,
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
-            "delivered_at": iso(self.delivered_at),
-        }
-        if self.url is not None:
-            out["url"] = self.url
-        if attempts is not None:
-            out["attempt_log"] = attempts
-        return out
 
 
 def notification(event: Event) -> Notification:
@@ -288,11 +127,9 @@ class Fanout:
 # -- subscriptions -------------------------------------------------------------------------
 
 
-def get_subscription(tx_or_conn: Tx | sqlite3.Connection, sub_id: str) -> Subscription | None:
-    """A subscription by id."""
-    conn = tx_or_conn.conn if isinstance(tx_or_conn, Tx) else tx_or_conn
-    row = conn.execute("SELECT * FROM subscriptions WHERE id = ?", (sub_id,)).fetchone()
-    return Subscription.from_row(row) if row else None
+def get_subscription(tx: Tx, sub_id: str) -> Subscription | None:
+    """A subscription by id, read inside the transaction."""
+    return reads.subscription(tx.conn, sub_id)
 
 
 def create_subscription(tx: Tx, fields: dict[str, Any], now: float) -> Subscription:
@@ -488,7 +325,7 @@ def send_test(tx: Tx, sub: Subscription, now: float) -> Delivery:
         (delivery_id, sub.id, event.id, TEST_TYPE, sub.kind, int(ordered), now, now, now),
     )
     tx.signal("deliveries")
-    found = get_delivery(tx.conn, delivery_id)
+    found = get_delivery(tx, delivery_id)
     assert found is not None  # noqa: S101
     return found
 
@@ -496,32 +333,9 @@ def send_test(tx: Tx, sub: Subscription, now: float) -> Delivery:
 # -- deliveries ----------------------------------------------------------------------------
 
 
-def get_delivery(conn: sqlite3.Connection, delivery_id: str) -> Delivery | None:
-    """A delivery by id."""
-    row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-    return Delivery.from_row(row) if row else None
-
-
-def attempt_log(conn: sqlite3.Connection, delivery_ids: Sequence[str]) -> dict[str, list[Any]]:
-    """Every attempt of these deliveries, oldest first."""
-    out: dict[str, list[Any]] = {d: [] for d in delivery_ids}
-    if not delivery_ids:
-        return out
-    rows = conn.execute(
-        "SELECT * FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?)) ORDER BY id",
-        (dumps(list(delivery_ids)),),
-    )
-    for r in rows:
-        out[r["delivery_id"]].append(
-            {
-                "at": iso(r["attempted_at"]),
-                "status_code": r["status_code"],
-                "latency_ms": round(r["latency_ms"], 2),
-                "response": r["response"],
-                "error": r["error"],
-            }
-        )
-    return out
+def get_delivery(tx: Tx, delivery_id: str) -> Delivery | None:
+    """A delivery by id, read inside the transaction."""
+    return reads.delivery(tx.conn, delivery_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -691,7 +505,7 @@ def record_attempt(
 def retry_now(tx: Tx, delivery_id: str, now: float) -> Delivery | None:
     """Send a delivery again now, with a fresh retry schedule (not one whose subscription
     was deleted: it has nowhere to go)."""
-    found = get_delivery(tx.conn, delivery_id)
+    found = get_delivery(tx, delivery_id)
     if found is None or found.status == "canceled":
         return found
     tx.conn.execute(
@@ -700,4 +514,4 @@ def retry_now(tx: Tx, delivery_id: str, now: float) -> Delivery | None:
         (now, now, delivery_id),
     )
     tx.signal("deliveries")
-    return get_delivery(tx.conn, delivery_id)
+    return get_delivery(tx, delivery_id)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -68,34 +66,17 @@ DELIVERY_SCHEMA: deps.Schema = {
 async def list_deliveries(request: Request) -> Response:
     """GET /v1/deliveries?subscription_id=&job_id=&status=&cursor=&limit=."""
     relay = deps.relay_of(request)
-    status = DELIVERY_STATUS.read(request)
-    where: list[str] = []
-    params: list[Any] = []
-    for name, query in (("subscription_id", SUBSCRIPTION_ID), ("job_id", JOB_ID)):
-        value = query.read(request)
-        if value:
-            where.append(f"{name} = ?")
-            params.append(value)
-    if status:
-        where.append("status = ?")
-        params.append(status)
+    # read in this order: with several bad parameters, the first one is the one reported
+    status = DELIVERY_STATUS.read(request) or None
+    subscription_id = SUBSCRIPTION_ID.read(request) or None
+    job_id = JOB_ID.read(request) or None
     before = CURSOR.read(request) or None
-    if before:
-        where.append("seq < ?")
-        params.append(before)
     limit = LIMIT.read(request)
-    sql = "SELECT * FROM deliveries"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq DESC LIMIT ?"
-
-    def q(conn: sqlite3.Connection) -> tuple[list[outbox.Delivery], dict[str, list[Any]]]:
-        rows = [outbox.Delivery.from_row(r) for r in conn.execute(sql, (*params, limit))]
-        return rows, outbox.attempt_log(conn, [d.id for d in rows])
-
-    rows, log = await relay.store.read(q)
-    cursor = str(rows[-1].seq) if len(rows) == limit else None
-    return deps.JSON({"data": [d.public(log[d.id]) for d in rows], "next_cursor": cursor})
+    page = await relay.store.list_deliveries(
+        subscription_id=subscription_id, job_id=job_id, status=status, before=before, limit=limit
+    )
+    cursor = str(page[-1].delivery.seq) if len(page) == limit else None
+    return deps.JSON({"data": [d.public() for d in page], "next_cursor": cursor})
 
 
 @deps.operation(
@@ -110,14 +91,10 @@ async def get_delivery(request: Request) -> Response:
     """GET /v1/deliveries/{id} with its attempt log."""
     relay = deps.relay_of(request)
     delivery_id = request.path_params["id"]
-
-    def q(conn: sqlite3.Connection) -> tuple[outbox.Delivery | None, dict[str, list[Any]]]:
-        return outbox.get_delivery(conn, delivery_id), outbox.attempt_log(conn, [delivery_id])
-
-    delivery, log = await relay.store.read(q)
-    if delivery is None:
+    found = await relay.store.get_delivery(delivery_id)
+    if found is None:
         raise ApiError(404, "delivery_not_found", f"no delivery {delivery_id!r}")
-    return deps.JSON(delivery.public(log[delivery_id]))
+    return deps.JSON(found.public())
 
 
 @deps.operation(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,7 +33,7 @@ async def readyz(request: Request) -> Response:
         problems.append("starting")
     else:
         try:
-            await relay.store.read(lambda conn: conn.execute("SELECT 1").fetchone())
+            await relay.store.ping()
             # a probe write, committed: "ready" must mean that writes succeed now
             await asyncio.wait_for(relay.store.probe(), READY_WRITE_TIMEOUT)
         except StorageUnavailable as exc:
@@ -65,37 +65,29 @@ async def metrics(request: Request) -> Response:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def q(conn: Any) -> list[str]:
-        lines = [
-            "# HELP relay_jobs Jobs by provider and status.",
-            "# TYPE relay_jobs gauge",
-        ]
-        for row in conn.execute("SELECT provider, status, count(*) FROM jobs GROUP BY 1, 2"):
-            lines.append(f'relay_jobs{{provider="{row[0]}",status="{row[1]}"}} {row[2]}')
-        lines += ["# HELP relay_deliveries Deliveries by status.", "# TYPE relay_deliveries gauge"]
-        for row in conn.execute("SELECT status, count(*) FROM deliveries GROUP BY 1"):
-            lines.append(f'relay_deliveries{{status="{row[0]}"}} {row[1]}')
-        lines += [
-            "# HELP relay_subscriptions Subscriptions by status.",
-            "# TYPE relay_subscriptions gauge",
-        ]
-        for row in conn.execute("SELECT status, count(*) FROM subscriptions GROUP BY 1"):
-            lines.append(f'relay_subscriptions{{status="{row[0]}"}} {row[1]}')
-        dropped = conn.execute("SELECT sum(callbacks_dropped) FROM jobs").fetchone()[0] or 0
-        lines += [
-            "# HELP relay_callbacks_dropped_total Callbacks counted but not stored (per-job cap).",
-            "# TYPE relay_callbacks_dropped_total counter",
-            f"relay_callbacks_dropped_total {dropped}",
-        ]
-        last = conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0
-        lines += [
-            "# HELP relay_events_total Events recorded (the last cursor).",
-            "# TYPE relay_events_total counter",
-            f"relay_events_total {last}",
-        ]
-        return lines
-
-    lines = await relay.store.read(q) + relay.poller.stats.prometheus()
+    counts = await relay.store.counts()
+    lines = ["# HELP relay_jobs Jobs by provider and status.", "# TYPE relay_jobs gauge"]
+    # sorted: the same text whatever order the engine grouped the rows in
+    for (provider, status), n in sorted(counts.jobs.items()):
+        lines.append(f'relay_jobs{{provider="{provider}",status="{status}"}} {n}')
+    lines += ["# HELP relay_deliveries Deliveries by status.", "# TYPE relay_deliveries gauge"]
+    for status, n in sorted(counts.deliveries.items()):
+        lines.append(f'relay_deliveries{{status="{status}"}} {n}')
+    lines += [
+        "# HELP relay_subscriptions Subscriptions by status.",
+        "# TYPE relay_subscriptions gauge",
+    ]
+    for status, n in sorted(counts.subscriptions.items()):
+        lines.append(f'relay_subscriptions{{status="{status}"}} {n}')
+    lines += [
+        "# HELP relay_callbacks_dropped_total Callbacks counted but not stored (per-job cap).",
+        "# TYPE relay_callbacks_dropped_total counter",
+        f"relay_callbacks_dropped_total {counts.callbacks_dropped}",
+        "# HELP relay_events_total Events recorded (the last cursor).",
+        "# TYPE relay_events_total counter",
+        f"relay_events_total {counts.last_event_id}",
+    ]
+    lines += relay.poller.stats.prometheus()
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 

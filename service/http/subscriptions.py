@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -221,7 +220,7 @@ def _check_filter(value: Any) -> list[Problem]:
 
 
 async def _get(relay: Relay, sub_id: str) -> outbox.Subscription:
-    sub = await relay.store.read(lambda conn: outbox.get_subscription(conn, sub_id))
+    sub = await relay.store.get_subscription(sub_id)
     if sub is None:
         raise ApiError(404, "subscription_not_found", f"no subscription {sub_id!r}")
     return sub
@@ -273,16 +272,7 @@ async def list_all(request: Request) -> Response:
     limit = LIMIT.read(request)
     before = CURSOR.read(request) or None
 
-    def q(conn: sqlite3.Connection) -> list[outbox.Subscription]:
-        sql = "SELECT * FROM subscriptions"
-        params: list[Any] = []
-        if before:
-            sql += " WHERE seq < ?"
-            params.append(before)
-        rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit))
-        return [outbox.Subscription.from_row(r) for r in rows]
-
-    subs = await relay.store.read(q)
+    subs = await relay.store.list_subscriptions(before=before, limit=limit)
     cursor = str(subs[-1].seq) if len(subs) == limit else None
     return deps.JSON({"data": [s.public() for s in subs], "next_cursor": cursor})
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from service.errors import StorageUnavailable
 from service.store.base import Event, EventHook, Fn, Idempotent, Job, Tx, _idem
+from service.store.sqlite_reads import Reads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -292,8 +293,8 @@ class _Line:
 PROBE_BYTES = 65536
 
 
-class Store:
-    """The database: `write` runs units of work through one group-commit writer."""
+class Store(Reads):
+    """The database: `write` runs units of work through one group-commit writer; reads beside."""
 
     def __init__(self, writer: _Line, reader: _Line, path: str, wait_ms: int) -> None:
         assert writer.conn is not None and reader.conn is not None  # noqa: S101 - opened

@@ -95,3 +95,44 @@ def test_pure_modules_import_no_io_library(name: str) -> None:
     for path in paths:
         libraries = {m.split(".")[0] for m in _runtime_imports(path)}
         assert not libraries & IO_LIBRARIES, (path.name, libraries & IO_LIBRARIES)
+
+
+# Modules that still run SQL on a transaction's connection: the next steps move their
+# statements into the store, and each leaves this list as it does.
+SQLITE_ALLOWED = {"service.ledger", "service.outbox", "service.owners"}
+
+
+def _sqlite_importers(graph_files: dict[str, Path]) -> set[str]:
+    """Modules outside the store (and the allow-list) that import sqlite3."""
+    return {
+        name
+        for name, path in graph_files.items()
+        if not name.startswith("service.store")
+        and name not in SQLITE_ALLOWED
+        and "sqlite3" in {m.split(".")[0] for m in _all_imports(path)}
+    }
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every module a file imports, under `if TYPE_CHECKING:` too: a type names a connection."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_only_the_store_imports_sqlite3() -> None:
+    files = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    assert "service.http.deliveries" in files and "service.store.sqlite" in files
+    assert _sqlite_importers(files) == set()
+
+
+def test_the_sqlite3_check_finds_a_planted_import(tmp_path: Path) -> None:
+    planted = tmp_path / "routes.py"
+    planted.write_text("from __future__ import annotations\n\nimport sqlite3.dbapi2\n")
+    files = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    files["service.http.deliveries"] = planted
+    assert _sqlite_importers(files) == {"service.http.deliveries"}

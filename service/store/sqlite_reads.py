@@ -1,0 +1,175 @@
+"""SQLite adapter: the outbox's reads and the operations counts, as queries and Store methods."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from service.store.base import dumps
+from service.store.records import Counts, Delivery, DeliveryLog, LoggedAttempt, Subscription
+
+T = TypeVar("T")
+
+# -- queries: functions of a connection, shared by the reader and by units of work ----------
+
+
+def subscription(conn: sqlite3.Connection, sub_id: str) -> Subscription | None:
+    """A subscription by id."""
+    row = conn.execute("SELECT * FROM subscriptions WHERE id = ?", (sub_id,)).fetchone()
+    return Subscription.from_row(row) if row else None
+
+
+def subscriptions(conn: sqlite3.Connection, before: int | None, limit: int) -> list[Subscription]:
+    """Subscriptions newest first, keyset-paginated on seq."""
+    sql = "SELECT * FROM subscriptions"
+    params: list[Any] = []
+    if before is not None:
+        sql += " WHERE seq < ?"
+        params.append(before)
+    rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit))
+    return [Subscription.from_row(r) for r in rows]
+
+
+def delivery(conn: sqlite3.Connection, delivery_id: str) -> Delivery | None:
+    """A delivery by id."""
+    row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    return Delivery.from_row(row) if row else None
+
+
+def attempt_log(
+    conn: sqlite3.Connection, delivery_ids: Sequence[str]
+) -> dict[str, list[LoggedAttempt]]:
+    """Every attempt of these deliveries, oldest first."""
+    out: dict[str, list[LoggedAttempt]] = {d: [] for d in delivery_ids}
+    if not delivery_ids:
+        return out
+    rows = conn.execute(
+        "SELECT * FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        (dumps(list(delivery_ids)),),
+    )
+    for r in rows:
+        out[r["delivery_id"]].append(LoggedAttempt.from_row(r))
+    return out
+
+
+def deliveries(
+    conn: sqlite3.Connection,
+    *,
+    subscription_id: str | None,
+    job_id: str | None,
+    status: str | None,
+    before: int | None,
+    limit: int,
+) -> list[DeliveryLog]:
+    """Deliveries newest first, keyset-paginated on seq, each with its attempt log."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("subscription_id", subscription_id),
+        ("job_id", job_id),
+        ("status", status),
+    ):
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if before is not None:
+        where.append("seq < ?")
+        params.append(before)
+    sql = "SELECT * FROM deliveries"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit))
+    found = [Delivery.from_row(r) for r in rows]
+    log = attempt_log(conn, [d.id for d in found])
+    return [DeliveryLog(d, tuple(log[d.id])) for d in found]
+
+
+def delivery_log(conn: sqlite3.Connection, delivery_id: str) -> DeliveryLog | None:
+    """A delivery by id with its attempt log."""
+    found = delivery(conn, delivery_id)
+    if found is None:
+        return None
+    return DeliveryLog(found, tuple(attempt_log(conn, [delivery_id])[delivery_id]))
+
+
+def counts(conn: sqlite3.Connection) -> Counts:
+    """Jobs, deliveries and subscriptions by status, dropped callbacks, the last event id."""
+    jobs = {
+        (r[0], r[1]): r[2]
+        for r in conn.execute("SELECT provider, status, count(*) FROM jobs GROUP BY 1, 2")
+    }
+    by_delivery = dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY 1"))
+    by_subscription = dict(conn.execute("SELECT status, count(*) FROM subscriptions GROUP BY 1"))
+    dropped = conn.execute("SELECT sum(callbacks_dropped) FROM jobs").fetchone()[0] or 0
+    last = conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0
+    return Counts(jobs, by_delivery, by_subscription, int(dropped), int(last))
+
+
+def next_attempt_due(conn: sqlite3.Connection) -> float | None:
+    """The earliest time a pending delivery is due."""
+    row = conn.execute(
+        "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'"
+        " AND next_attempt_at IS NOT NULL"
+    ).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
+def _ping(conn: sqlite3.Connection) -> None:
+    conn.execute("SELECT 1").fetchone()
+
+
+# -- the Store's methods -------------------------------------------------------------------
+
+
+class Reads:
+    """The Store's reads of subscriptions and deliveries, its counts and its ping."""
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the reader connection (the Store defines it)."""
+        raise NotImplementedError
+
+    async def ping(self) -> None:
+        """Answer a trivial query: StorageUnavailable when the database does not."""
+        await self.read(_ping)
+
+    async def get_subscription(self, sub_id: str) -> Subscription | None:
+        """A subscription by id; None when there is none."""
+        return await self.read(lambda conn: subscription(conn, sub_id))
+
+    async def list_subscriptions(self, *, before: int | None, limit: int) -> list[Subscription]:
+        """Subscriptions newest first; `before` is the seq of the last one of the page before."""
+        return await self.read(lambda conn: subscriptions(conn, before, limit))
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryLog | None:
+        """A delivery with its attempt log; None when there is none."""
+        return await self.read(lambda conn: delivery_log(conn, delivery_id))
+
+    async def list_deliveries(
+        self,
+        *,
+        subscription_id: str | None = None,
+        job_id: str | None = None,
+        status: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryLog]:
+        """Deliveries newest first, each with its attempt log; filters left None match all."""
+        return await self.read(
+            lambda conn: deliveries(
+                conn,
+                subscription_id=subscription_id,
+                job_id=job_id,
+                status=status,
+                before=before,
+                limit=limit,
+            )
+        )
+
+    async def counts(self) -> Counts:
+        """What /metrics shows of the database."""
+        return await self.read(counts)
+
+    async def next_attempt_due(self) -> float | None:
+        """The earliest time a pending delivery is due; None when none is pending."""
+        return await self.read(next_attempt_due)

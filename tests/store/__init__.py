@@ -1,0 +1,3 @@
+"""The store contract: one suite that every storage engine passes."""
+
+from __future__ import annotations
