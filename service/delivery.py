@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -103,8 +102,6 @@ class Deliverer:
             HOST_CONNECTIONS,
             max_hosts,
         )
-        self._in_flight: collections.Counter[str] = collections.Counter()
-        self._not_before: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = store.waiter("deliveries")
         self._claiming = True
@@ -115,9 +112,6 @@ class Deliverer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.clients.aclose()
-
-    def _paced(self, now: float) -> list[str]:
-        return [k for k, t in self._not_before.items() if t > now]
 
     def _body(self, delivery: Delivery, sub: Subscription | None, event: Event) -> bytes:
         message = outbox.notification(event)
@@ -141,6 +135,7 @@ class Deliverer:
         answer: bytes = b""
         error: str | None = None
         retry_after: float | None = None
+        not_before: float | None = None
         try:
             # The shape only: the address is checked as the connection is made (outbound).
             netguard.check_url_shape(url)
@@ -165,7 +160,7 @@ class Deliverer:
                     if len(answer) >= RESPONSE_READ:
                         break
                 retry_after = retry_after_of(response, answer, delivery.kind)
-                self._pace(delivery, sub, response)
+                not_before = self._not_before(sub, response)
         except netguard.TargetRefused as exc:
             latency = (time.perf_counter() - started) * 1000
             return Attempt(None, latency, None, f"refused: {exc}", False, None)
@@ -182,22 +177,27 @@ class Deliverer:
             error = error or f"HTTP {status}"
         text = answer[:RESPONSE_KEEP].decode("utf-8", "replace") if answer else None
         throttled = status == 429 and retry_after is not None
-        return Attempt(status, latency, text, error, delivered, retry_at, gone, throttled)
+        if throttled and retry_at is not None:
+            # the channel said when to come back: none of its messages goes before then
+            not_before = max(not_before or 0.0, retry_at)
+        return Attempt(
+            status, latency, text, error, delivered, retry_at, gone, throttled, not_before
+        )
 
-    def _pace(self, delivery: Delivery, sub: Subscription | None, response: httpx.Response) -> None:
+    def _not_before(self, sub: Subscription | None, response: httpx.Response) -> float | None:
+        """When the subscription's next message may go, counted from this answer."""
         if sub is None:
-            return
-        now = self._clock()
+            return None
+        # The claim paced the send; pacing from the answer too keeps arrivals 1/rate apart
+        # however the latency of two sends differs.
         wait = 1.0 / sub.rate_per_second if sub.rate_per_second else 0.0
         # Discord tells how long its bucket needs when it is empty.
         if response.headers.get("x-ratelimit-remaining") == "0":
             with contextlib.suppress(ValueError):
                 wait = max(wait, float(response.headers.get("x-ratelimit-reset-after", "0")))
-        if wait:
-            self._not_before[sub.id] = max(self._not_before.get(sub.id, 0.0), now + wait)
+        return self._clock() + wait if wait else None
 
     async def _deliver(self, delivery: Delivery, sub: Subscription | None, event: Event) -> None:
-        key = delivery.subscription_id or ""
         try:
             try:
                 attempt = await self.send(delivery, sub, event)
@@ -214,9 +214,6 @@ class Deliverer:
 
             await self._store.write(unit)
         finally:
-            self._in_flight[key] -= 1
-            if self._in_flight[key] <= 0:
-                del self._in_flight[key]
             # Each claim scans what is due: during a big fan-out, claim again once half the
             # slots are free rather than after every single delivery.
             if len(self._tasks) <= self._capacity // 2 + 1:
@@ -224,23 +221,16 @@ class Deliverer:
 
     async def _claim(self, limit: int) -> outbox.Claimed:
         now = self._clock()
-        paced = self._paced(now)
-        in_flight = {k: n for k, n in self._in_flight.items() if k}
         owner, lease = self._owner, self._lease
-        return await self._store.write(
-            lambda tx: outbox.claim(tx, now, limit, owner, lease, paced, in_flight)
-        )
+        return await self._store.write(lambda tx: outbox.claim(tx, now, limit, owner, lease))
 
     def _start(self, claimed: outbox.Claimed) -> list[asyncio.Task[None]]:
         started = []
         for delivery in claimed.deliveries:
             sub = claimed.subscriptions.get(delivery.subscription_id or "")
             event = claimed.events.get(delivery.event_id)
-            key = delivery.subscription_id or ""
-            self._in_flight[key] += 1
             if event is None:  # cannot happen: events are append-only
                 log.error("delivery %s names a missing event", delivery.id)
-                self._in_flight[key] -= 1
                 continue
             task = asyncio.create_task(self._deliver(delivery, sub, event))
             self._tasks.add(task)
@@ -275,11 +265,9 @@ class Deliverer:
                     due = await self._next_due()
                     now = self._clock()
                     if due is not None:
-                        # due-but-blocked rows (ordered, paced, paused) must not spin the loop
-                        sleep_for = min(sleep_for, max(0.05, due - now))
-                    pending = [t for t in self._not_before.values() if t > now]
-                    if pending:
-                        sleep_for = min(sleep_for, max(0.0, min(pending) - now))
+                        # due-but-blocked rows (ordered, capped, paused) must not spin the
+                        # loop; paced ones are due at their subscription's next_send_at
+                        sleep_for = min(sleep_for, due - now if due > now else 0.05)
                 except Exception:
                     log.exception("delivery loop failed; going on")
                     sleep_for = 1.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -347,29 +346,32 @@ class Claimed:
     events: dict[int, Event]
 
 
-def claim(
-    tx: Tx,
-    now: float,
-    limit: int,
-    owner: str,
-    lease: float,
-    paced: Sequence[str],
-    in_flight: dict[str, int],
-) -> Claimed:
+def claim(tx: Tx, now: float, limit: int, owner: str, lease: float) -> Claimed:
     """Lease due deliveries (and those leased by a dead owner: its heartbeat stale or its row
-    gone): the head only for ordered destinations, and never more per subscription than its
-    max_in_flight less what is already in flight; `paced` ones wait."""
+    gone): the head only for ordered destinations, never more per subscription than its
+    max_in_flight less those in flight, and for a paced one (rate_per_second) one at a time
+    and not before its next_send_at, which the same transaction moves on by 1/rate."""
+    # In flight: pending deliveries leased by a live owner, lease not run out, in any process.
+    # Counted from the rows rather than kept in a counter: a crashed process's sends stop
+    # counting as soon as its heartbeat is stale, and nothing can make a count drift.
     # The takeover term is a list computed once from the few leased rows (deliveries_leased);
     # the unary plus keeps the planner off deliveries_status, which would read every pending
-    # delivery (a backlog of retries included), for the due range of deliveries_due.
+    # delivery (a backlog of retries included), for the due range of deliveries_due (and, in
+    # `busy`, for the few leased rows of deliveries_leased).
     rows = tx.conn.execute(
-        "UPDATE deliveries SET next_attempt_at = :until, lease_owner = :owner WHERE seq IN ("
+        "WITH busy AS (SELECT subscription_id AS id, count(*) AS n FROM deliveries"
+        "  WHERE lease_owner IS NOT NULL AND +status = 'pending'"
+        "  AND +subscription_id IS NOT NULL AND +next_attempt_at > :now"
+        "  AND lease_owner IN (SELECT id FROM owners WHERE heartbeat_at > :alive_after)"
+        "  GROUP BY subscription_id)"
+        " UPDATE deliveries SET next_attempt_at = :until, lease_owner = :owner WHERE seq IN ("
         " SELECT seq FROM ("
         "  SELECT d.seq, d.next_attempt_at, row_number() OVER ("
         "   PARTITION BY coalesce(d.subscription_id, d.seq) ORDER BY d.seq) AS rank,"
-        "   coalesce(s.max_in_flight, 1) - coalesce(json_extract(:in_flight,"
-        "   '$.' || d.subscription_id), 0) AS free"
+        "   coalesce(s.max_in_flight, 1) - coalesce(b.n, 0) AS free,"
+        "   coalesce(s.rate_per_second, 0) > 0 AS paced"
         "  FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id"
+        "  LEFT JOIN busy b ON b.id = d.subscription_id"
         "  WHERE (d.next_attempt_at <= :now OR d.seq IN (SELECT seq FROM deliveries"
         "   WHERE lease_owner IS NOT NULL AND lease_owner != :owner AND lease_owner NOT IN"
         "   (SELECT id FROM owners WHERE heartbeat_at > :alive_after)))"
@@ -377,14 +379,13 @@ def claim(
         "  AND (d.subscription_id IS NULL OR s.status = 'active')"
         "  AND (d.ordered = 0 OR d.seq = (SELECT min(seq) FROM deliveries h"
         "   WHERE h.subscription_id = d.subscription_id AND h.status = 'pending'))"
-        "  AND coalesce(d.subscription_id, '') NOT IN (SELECT value FROM json_each(:paced))"
-        " ) WHERE rank <= free ORDER BY next_attempt_at LIMIT :limit) RETURNING *",
+        "  AND (s.next_send_at IS NULL OR s.next_send_at <= :now)"
+        " ) WHERE rank <= free AND (rank = 1 OR NOT paced)"
+        " ORDER BY next_attempt_at LIMIT :limit) RETURNING *",
         {
             "until": now + lease,
             "owner": owner,
             "now": now,
-            "paced": dumps(list(paced)),
-            "in_flight": dumps(in_flight),
             "limit": limit,
             "alive_after": owners.alive_after(now),
         },
@@ -394,6 +395,12 @@ def claim(
     events: dict[int, Event] = {}
     if deliveries:
         sub_ids = sorted({d.subscription_id for d in deliveries if d.subscription_id})
+        # A paced subscription's next message waits 1/rate, whichever process claims it.
+        tx.conn.execute(
+            "UPDATE subscriptions SET next_send_at = ? + 1.0 / rate_per_second"
+            " WHERE id IN (SELECT value FROM json_each(?)) AND rate_per_second > 0",
+            (now, dumps(sub_ids)),
+        )
         for r in tx.conn.execute(
             "SELECT * FROM subscriptions WHERE id IN (SELECT value FROM json_each(?))",
             (dumps(sub_ids),),
@@ -433,6 +440,9 @@ class Attempt:
     # a 429 that said when to come back: a throttle, not a failure, so the retry schedule
     # is not spent on it (a burst to a chat channel is delayed, never dropped)
     throttled: bool = False
+    # the earliest time the subscription may be sent its next message, as the answer asked
+    # (a 429's Retry-After, Discord's bucket reset, 1/rate after the answer)
+    not_before: float | None = None
 
 
 def record_attempt(
@@ -476,6 +486,13 @@ def record_attempt(
         tx.signal("deliveries")  # the next one of an ordered destination may be due now
     if delivery.subscription_id is None:
         return
+    if attempt.not_before is not None:
+        # Written where every process's claim reads it; never moved earlier.
+        tx.conn.execute(
+            "UPDATE subscriptions SET next_send_at = CASE WHEN next_send_at > ?"
+            " THEN next_send_at ELSE ? END WHERE id = ?",
+            (attempt.not_before, attempt.not_before, delivery.subscription_id),
+        )
     if attempt.delivered:
         tx.conn.execute(
             "UPDATE subscriptions SET failing_since = NULL WHERE id = ?"

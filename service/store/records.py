@@ -32,6 +32,8 @@ class Subscription:
     created_at: float
     updated_at: float
     seq: int = 0
+    # the earliest time its next message may go (pacing, a 429's Retry-After); not public
+    next_send_at: float | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Subscription:
@@ -55,6 +57,7 @@ class Subscription:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             seq=row["seq"],
+            next_send_at=row["next_send_at"],
         )
 
     def wants(self, event_type: str, data: dict[str, Any]) -> bool:

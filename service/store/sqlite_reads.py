@@ -107,12 +107,23 @@ def counts(conn: sqlite3.Connection) -> Counts:
 
 
 def next_attempt_due(conn: sqlite3.Connection) -> float | None:
-    """The earliest time a pending delivery is due."""
+    """The earliest time a pending delivery is due, or its subscription's next_send_at when
+    that is later (a paced subscription's waiting messages are due then, not before)."""
+    # The first in due order whose subscription does not hold it back (deliveries_due)...
     row = conn.execute(
-        "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'"
-        " AND next_attempt_at IS NOT NULL"
+        "SELECT d.next_attempt_at FROM deliveries d WHERE d.next_attempt_at IS NOT NULL"
+        " AND d.status = 'pending' AND NOT EXISTS (SELECT 1 FROM subscriptions s"
+        " WHERE s.id = d.subscription_id AND s.next_send_at > d.next_attempt_at)"
+        " ORDER BY d.next_attempt_at LIMIT 1"
     ).fetchone()
-    return None if row[0] is None else float(row[0])
+    # ...and the earliest next_send_at that holds one back (few subscriptions are paced).
+    held = conn.execute(
+        "SELECT min(s.next_send_at) FROM subscriptions s WHERE s.next_send_at IS NOT NULL"
+        " AND EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = s.id"
+        " AND d.status = 'pending' AND d.next_attempt_at < s.next_send_at)"
+    ).fetchone()
+    found = [float(r[0]) for r in (row, held) if r is not None and r[0] is not None]
+    return min(found) if found else None
 
 
 def _ping(conn: sqlite3.Connection) -> None:

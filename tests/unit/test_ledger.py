@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +19,7 @@ from service.jobs import Report, Status
 from service.providers import pixazo
 from service.store import Event, Job, Store, Tx
 from service.store import sqlite as sqlite_store
+from service.store import sqlite_reads as reads
 
 NOW = 1_800_000_000.0
 REQUEST_ID = "seedvr-upscale_0001"
@@ -874,12 +876,12 @@ async def test_the_delivery_claim_reads_the_due_range_not_every_pending_delivery
     def traced(tx: Tx) -> outbox.Claimed:
         tx.conn.set_trace_callback(statements.append)
         try:
-            return outbox.claim(tx, NOW + 9.5, 512, "a", 25, [], {})
+            return outbox.claim(tx, NOW + 9.5, 512, "a", 25)
         finally:
             tx.conn.set_trace_callback(None)
 
     assert len((await store.write(traced)).deliveries) == 10
-    [claim_sql] = [s for s in statements if s.lstrip().startswith("UPDATE deliveries")]
+    [claim_sql] = [s for s in statements if "UPDATE deliveries" in s and "RETURNING" in s]
     plan = await store.read(
         lambda c: [r[3] for r in c.execute("EXPLAIN QUERY PLAN " + claim_sql).fetchall()]
     )
@@ -900,7 +902,7 @@ async def test_a_dead_owners_deliveries_are_taken_over_and_released_ones_are_due
     made = set(await store.write(make))
 
     async def claim_deliveries(owner: str, now: float) -> set[str]:
-        claimed = await store.write(lambda tx: outbox.claim(tx, now, 100, owner, 25, [], {}))
+        claimed = await store.write(lambda tx: outbox.claim(tx, now, 100, owner, 25))
         return {d.id for d in claimed.deliveries}
 
     await register(store, "a")
@@ -911,6 +913,78 @@ async def test_a_dead_owners_deliveries_are_taken_over_and_released_ones_are_due
     assert await claim_deliveries("b", NOW + DEAD + 0.1) == made  # a is dead
     assert await store.write(lambda tx: outbox.release(tx, "b", NOW + 5)) == 3
     assert await claim_deliveries("c", NOW + 5) == made  # due at once for anyone
+
+
+async def make_deliveries(store: Store, count: int, **fields: Any) -> tuple[str, list[str]]:
+    def make(tx: Tx) -> tuple[str, list[str]]:
+        base = {"url": "https://example.com/hook", "kind": "webhook", "events": ["*"]}
+        sub = outbox.create_subscription(tx, {**base, **fields}, NOW)
+        return sub.id, [outbox.send_test(tx, sub, NOW).id for _ in range(count)]
+
+    return await store.write(make)
+
+
+async def claimed_by(store: Store, owner: str, now: float) -> list[str]:
+    claimed = await store.write(lambda tx: outbox.claim(tx, now, 100, owner, 25))
+    return [d.id for d in claimed.deliveries]
+
+
+async def test_a_paced_subscription_goes_one_at_a_time_at_its_rate_whoever_claims(
+    store: Store,
+) -> None:
+    sub_id, made = await make_deliveries(store, 3, rate_per_second=2, max_in_flight=10)
+    await register(store, "a")
+    await register(store, "b")
+    assert await claimed_by(store, "a", NOW) == made[:1]
+    found = await store.read(lambda c: reads.subscription(c, sub_id))
+    assert found is not None and found.next_send_at == NOW + 0.5
+    assert await claimed_by(store, "b", NOW + 0.4) == []  # another owner waits as well
+    assert await store.next_attempt_due() == NOW + 0.5  # not NOW: no loop spins meanwhile
+    assert await claimed_by(store, "b", NOW + 0.5) == made[1:2]
+    assert await claimed_by(store, "a", NOW + 1.0) == made[2:]
+
+
+async def test_the_in_flight_cap_counts_every_live_owners_leases_and_no_dead_ones(
+    store: Store,
+) -> None:
+    _, made = await make_deliveries(store, 5, max_in_flight=2)
+    await register(store, "a")
+    await register(store, "b")
+    assert await claimed_by(store, "a", NOW) == made[:2]
+    assert await claimed_by(store, "b", NOW + 1) == []  # a's two are in flight
+    await beat(store, "b", NOW + DEAD)
+    # a is dead: its two leases count no more, and are taken over first
+    assert await claimed_by(store, "b", NOW + DEAD + 0.1) == made[:2]
+    assert await claimed_by(store, "b", NOW + DEAD + 0.2) == []
+    attempt = outbox.Attempt(200, 1.0, "ok", None, True, None)
+    for delivery_id in made[:2]:
+        delivery = await store.read(lambda c, i=delivery_id: reads.delivery(c, i))
+        assert delivery is not None
+        await store.write(
+            lambda tx, d=delivery: outbox.record_attempt(tx, d, "b", attempt, NOW + 5, 1e9)
+        )
+    assert await claimed_by(store, "b", NOW + 5) == made[2:4]  # recorded: two free slots
+
+
+async def test_an_answer_that_asks_to_wait_holds_the_subscription_never_earlier(
+    store: Store,
+) -> None:
+    sub_id, made = await make_deliveries(store, 2, max_in_flight=10)
+    await register(store, "a")
+    assert await claimed_by(store, "a", NOW) == made
+    for delivery_id, until in zip(made, (NOW + 30, NOW + 10), strict=True):
+        delivery = await store.read(lambda c, i=delivery_id: reads.delivery(c, i))
+        assert delivery is not None
+        throttled = outbox.Attempt(429, 1.0, None, "HTTP 429", False, until, throttled=True)
+        throttled = dataclasses.replace(throttled, not_before=until)
+        await store.write(
+            lambda tx, d=delivery, a=throttled: outbox.record_attempt(tx, d, "a", a, NOW, 1e9)
+        )
+    found = await store.read(lambda c: reads.subscription(c, sub_id))
+    assert found is not None and found.next_send_at == NOW + 30
+    assert await claimed_by(store, "a", NOW + 20) == []  # the second one's own retry is due
+    assert await store.next_attempt_due() == NOW + 30
+    assert sorted(await claimed_by(store, "a", NOW + 30)) == sorted(made)
 
 
 # -- the store itself --------------------------------------------------------------------------
