@@ -33,51 +33,34 @@ def alive_after(now: float) -> float:
 
 def register(tx: Tx, owner: str, host: str, pid: int, now: float) -> float | None:
     """Record this process as a live owner; returns what `beat` returns."""
-    tx.conn.execute(
-        "INSERT INTO owners (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-        (owner, host, pid, now, now),
-    )
-    return _reap(tx, owner, now, _oldest_other(tx, owner))
+    tx.owners.upsert(owner, host, pid, now)
+    return _reap(tx, owner, now, tx.owners.oldest_other(owner))
 
 
 def beat(tx: Tx, owner: str, host: str, pid: int, now: float) -> float | None:
     """Refresh this owner's heartbeat and drop owners found dead (waking the workers, whose
     claims then take their leases over); returns the oldest heartbeat of another owner."""
-    row = tx.one(
-        "UPDATE owners SET heartbeat_at = ? WHERE id = ?"
-        " RETURNING (SELECT min(heartbeat_at) FROM owners WHERE id != ?)",
-        (now, owner, owner),
-    )
-    if row is None:
+    found, oldest = tx.owners.beat(owner, now)
+    if not found:
         # Another process took this one for dead (no beat for DEAD_AFTER: a stalled loop or
         # disk) and may have taken its leases; from now on it is alive again.
         log.warning("this process's owner row was gone (taken for dead): registering again")
         return register(tx, owner, host, pid, now)
-    oldest: float | None = row[0]
     return _reap(tx, owner, now, oldest)
-
-
-def _oldest_other(tx: Tx, owner: str) -> float | None:
-    row = tx.one("SELECT min(heartbeat_at) FROM owners WHERE id != ?", (owner,))
-    return None if row is None or row[0] is None else float(row[0])
 
 
 def _reap(tx: Tx, owner: str, now: float, oldest: float | None) -> float | None:
     if oldest is None or oldest > alive_after(now):
         return oldest
-    gone = tx.conn.execute(
-        "DELETE FROM owners WHERE heartbeat_at <= ? AND id != ?", (alive_after(now), owner)
-    ).rowcount
-    if gone:
+    if tx.owners.drop_silent(owner, alive_after(now)):
         for channel in CHANNELS:
             tx.signal(channel)
-    return _oldest_other(tx, owner)
+    return tx.owners.oldest_other(owner)
 
 
 def unregister(tx: Tx, owner: str) -> None:
     """Remove this owner's row: whatever lease it still holds is free at once."""
-    tx.conn.execute("DELETE FROM owners WHERE id = ?", (owner,))
+    tx.owners.remove(owner)
 
 
 class Heartbeat:

@@ -12,6 +12,7 @@ from typing import Any
 
 from service import notification
 from service.jobs import Status
+from service.store.sqlite_owners import Owners
 
 Fn = Callable[["Tx"], Any]
 EventHook = Callable[["Tx", "Event", "Job | None"], None]
@@ -184,6 +185,11 @@ class Tx:
     def signal(self, name: str) -> None:
         """Wake whoever waits on `name` once this transaction has committed."""
         self.signals.add(name)
+
+    @property
+    def owners(self) -> Owners:
+        """The owners rows (process liveness); built when used: other units pay nothing."""
+        return Owners(self.conn)
 
     def one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         """The first row of a query."""
