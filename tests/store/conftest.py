@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -15,15 +15,38 @@ async def _sqlite(folder: Path) -> Store:
     return await Store.open(str(folder / "contract.db"))
 
 
-# engine name -> how to open an empty store of it in a test's own folder
-ENGINES = {"sqlite": _sqlite}
+# engine name -> how to open a store of it in a test's own folder: empty the first time, and
+# the same database again when opened twice on one folder (two processes sharing it)
+ENGINES: dict[str, Callable[[Path], Awaitable[Store]]] = {"sqlite": _sqlite}
 
 
 @pytest.fixture(params=sorted(ENGINES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """An empty store with the outbox's fan-out hooked in, as the service runs it."""
-    opened = await ENGINES[request.param](tmp_path)
+def engine(request: pytest.FixtureRequest) -> str:
+    """The engine under test."""
+    name: str = request.param
+    return name
+
+
+async def _opened(engine: str, folder: Path) -> Store:
+    opened = await ENGINES[engine](folder)
     opened.hooks.append(outbox.Fanout())
+    return opened
+
+
+@pytest.fixture
+async def store(engine: str, tmp_path: Path) -> AsyncIterator[Store]:
+    """An empty store with the outbox's fan-out hooked in, as the service runs it."""
+    opened = await _opened(engine, tmp_path)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def twin(engine: str, tmp_path: Path, store: Store) -> AsyncIterator[Store]:
+    """A second store on the same database as `store`: another process sharing it."""
+    opened = await _opened(engine, tmp_path)
     try:
         yield opened
     finally:
