@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from service import notification
 from service.jobs import Status
+from service.store.codec import dumps as dumps
+from service.store.codec import iso as iso
+from service.store.records import Event as Event
+from service.store.sqlite_outbox import Deliveries, Subscriptions
 from service.store.sqlite_owners import Owners
 
 Fn = Callable[["Tx"], Any]
@@ -27,18 +30,6 @@ def _loads(text: str | None, empty: Any = None) -> Any:
     if text == "[]":
         return []
     return json.loads(text)
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON for storage."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 UTC with milliseconds and a Z."""
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,41 +118,6 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    """An event row: append-only."""
-
-    id: int
-    job_id: str | None
-    type: str
-    source: str
-    created_at: float
-    data: dict[str, Any]
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Event:
-        """Decode an events row."""
-        return cls(
-            row["id"],
-            row["job_id"],
-            row["type"],
-            row["source"],
-            row["created_at"],
-            json.loads(row["data"]),
-        )
-
-    def public(self) -> dict[str, Any]:
-        """The event as the API shows it."""
-        return {
-            "id": self.id,
-            "job_id": self.job_id,
-            "type": self.type,
-            "source": self.source,
-            "created_at": iso(self.created_at),
-            "data": self.data,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class Idempotent:
     """A stored Idempotency-Key and, once known, the answer it gave."""
 
@@ -190,6 +146,16 @@ class Tx:
     def owners(self) -> Owners:
         """The owners rows (process liveness); built when used: other units pay nothing."""
         return Owners(self.conn)
+
+    @property
+    def subscriptions(self) -> Subscriptions:
+        """The subscriptions rows; built when used, like `owners`."""
+        return Subscriptions(self.conn)
+
+    @property
+    def deliveries(self) -> Deliveries:
+        """The deliveries rows and their attempt log; built when used, like `owners`."""
+        return Deliveries(self.conn)
 
     def one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         """The first row of a query."""

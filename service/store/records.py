@@ -7,7 +7,42 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.store.base import iso
+from service.store.codec import iso
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event row: append-only."""
+
+    id: int
+    job_id: str | None
+    type: str
+    source: str
+    created_at: float
+    data: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Event:
+        """Decode an events row."""
+        return cls(
+            row["id"],
+            row["job_id"],
+            row["type"],
+            row["source"],
+            row["created_at"],
+            json.loads(row["data"]),
+        )
+
+    def public(self) -> dict[str, Any]:
+        """The event as the API shows it."""
+        return {
+            "id": self.id,
+            "job_id": self.job_id,
+            "type": self.type,
+            "source": self.source,
+            "created_at": iso(self.created_at),
+            "data": self.data,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +210,21 @@ class Delivery:
         if attempts is not None:
             out["attempt_log"] = [a.public() for a in attempts]
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """A delivery to add: pending, due at `created_at`, not yet tried."""
+
+    id: str
+    subscription_id: str | None
+    job_id: str | None
+    event_id: int
+    event_type: str
+    kind: str
+    url: str | None
+    ordered: bool
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)
