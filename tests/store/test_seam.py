@@ -34,6 +34,7 @@ def test_owners_and_every_module_outside_the_store_run_no_sql() -> None:
     files = _files()
     assert "service.owners" in files and "service.store.sqlite_owners" in files
     assert "service.owners" not in SQLITE_ALLOWED
+    assert "service.outbox" not in SQLITE_ALLOWED and "service.store.sqlite_outbox" in files
     assert _reaching(files) == set()
 
 
