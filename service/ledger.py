@@ -9,7 +9,7 @@ from typing import Any, Literal
 from service import jobs, owners
 from service.jobs import CallbackReport, Report, Status
 from service.store import Event, Idempotent, Job, Tx
-from service.store.sqlite_jobs import Head
+from service.store.model import Head
 
 Source = Literal["api", "callback", "poll", "system"]
 

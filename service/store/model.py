@@ -1,4 +1,4 @@
-"""What the store holds for jobs: the job and idempotency records and their JSON columns."""
+"""What the store holds for jobs: job rows, their heads, idempotency keys, JSON columns."""
 
 from __future__ import annotations
 
@@ -118,6 +118,19 @@ class Job:
         out["webhook_events_filter"] = self.webhook_events
         out["finished_at"] = iso(self.finished_at)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The columns a transition decides on (cheaper to read than the whole job)."""
+
+    id: str
+    status: Status
+    progress: float
+    cost: float | None
+    provider_job_id: str | None
+    callback_status: str | None
+    next_poll_at: float | None
 
 
 @dataclass(frozen=True, slots=True)

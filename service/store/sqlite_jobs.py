@@ -1,31 +1,16 @@
-"""SQLite adapter: the jobs table (rows, callbacks, poll claims) and idempotency keys, as a
-unit's repositories."""
+"""SQLite adapter: jobs (state, callbacks, poll claims) and idempotency keys, per unit."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from service.jobs import Status
-from service.store.model import Idempotent, Job, _idem, dumps
+from service.store.model import Head, Idempotent, Job, _idem, dumps
 
 # columns that hold JSON: `update` encodes their values
 _JSON_COLUMNS = frozenset({"outputs", "error"})
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    """The columns a transition decides on (cheaper to read than the whole job)."""
-
-    id: str
-    status: Status
-    progress: float
-    cost: float | None
-    provider_job_id: str | None
-    callback_status: str | None
-    next_poll_at: float | None
 
 
 class Jobs:
