@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from service import jobs, owners
 from service.jobs import CallbackReport, Report, Status
-from service.store import Event, Idempotent, Job, Tx, _idem, dumps
+from service.store import Event, Idempotent, Job, Tx
+from service.store.model import Head
 
 Source = Literal["api", "callback", "poll", "system"]
 
@@ -41,12 +42,7 @@ class Created:
 
 def in_flight(tx: Tx, provider: str) -> int:
     """Jobs of a provider that it is working on now, or that are being submitted to it."""
-    row = tx.one(
-        "SELECT count(*) FROM jobs WHERE provider = ? AND (status IN ('queued', 'processing')"
-        " OR (status = 'submitting' AND deferred = 0))",
-        (provider,),
-    )
-    return int(row[0]) if row else 0
+    return tx.jobs.in_flight(provider)
 
 
 def create_job(
@@ -61,42 +57,29 @@ def create_job(
     """Insert a job as `submitting` (and its idempotency key) before the provider is called;
     `owner`, the submitting process, holds its lease (taken over at once if it dies)."""
     if idem is not None:
-        row = tx.one("SELECT * FROM idempotency WHERE key = ?", (idem[0],))
-        if row is not None:
-            return Created(None, _idem(row))
-        tx.conn.execute(
-            "INSERT INTO idempotency (key, request_hash, job_id, created_at) VALUES (?, ?, ?, ?)",
-            (idem[0], idem[1], new.id, now),
-        )
+        stored = tx.idempotency.get(idem[0])
+        if stored is not None:
+            return Created(None, stored)
+        tx.idempotency.add(idem[0], idem[1], new.id, now)
     over = cap is not None and in_flight(tx, new.provider) >= cap[0]
     # next_poll_at doubles as the submission lease: if this process dies before the provider
     # answers, the poller finds the job due (or its owner dead) and reconciles it.
-    tx.conn.execute(
-        "INSERT INTO jobs (id, model, provider, status, input, metadata, webhook, webhook_events,"
-        " created_at, updated_at, next_poll_at, lease_owner, lease_expires_at)"
-        " VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            new.id,
-            new.model,
-            new.provider,
-            dumps(new.input),
-            dumps(new.metadata),
-            new.webhook,
-            dumps(new.webhook_events) if new.webhook_events else None,
-            now,
-            now,
-            lease_until,
-            owner,
-            lease_until if owner is not None else None,
-        ),
+    rows = tx.jobs
+    rows.insert_submitting(
+        new.id,
+        new.model,
+        new.provider,
+        new.input,
+        new.metadata,
+        new.webhook,
+        new.webhook_events,
+        now,
+        lease_until,
+        owner,
     )
     if over and cap is not None:
         # over the provider's in-flight cap: held back (no lease) and submitted by the poller
-        tx.conn.execute(
-            "UPDATE jobs SET deferred = 1, next_poll_at = ?, lease_owner = NULL,"
-            " lease_expires_at = NULL WHERE id = ?",
-            (now + cap[1], new.id),
-        )
+        rows.defer(new.id, now + cap[1])
     job = tx.job(new.id)
     assert job is not None  # noqa: S101 - just inserted
     data = job.notification_data()
@@ -115,50 +98,16 @@ def resume_deferred(
     if job is None or not job.deferred or job.status is not Status.SUBMITTING:
         return None
     if in_flight(tx, job.provider) >= cap:
-        tx.conn.execute(
-            "UPDATE jobs SET next_poll_at = ?, lease_owner = NULL WHERE id = ?", (retry_at, job_id)
-        )
+        tx.jobs.push_back(job_id, retry_at)
         return None
-    tx.conn.execute(
-        "UPDATE jobs SET deferred = 0, next_poll_at = ?, lease_expires_at = ?, updated_at = ?"
-        " WHERE id = ?",
-        (lease_until, lease_until, now, job_id),
-    )
+    tx.jobs.undefer(job_id, now, lease_until)
     return tx.job(job_id)
 
 
 def store_answer(tx: Tx, idem_key: str | None, status_code: int, body: dict[str, Any]) -> None:
     """Keep the answer given to an Idempotency-Key so a repeat gets the same one."""
     if idem_key is not None:
-        tx.conn.execute(
-            "UPDATE idempotency SET status_code = ?, response = ? WHERE key = ?",
-            (status_code, dumps(body), idem_key),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    """The columns a transition decides on (cheaper to read than the whole job)."""
-
-    id: str
-    status: Status
-    progress: float
-    cost: float | None
-    provider_job_id: str | None
-    callback_status: str | None
-    next_poll_at: float | None
-
-    @classmethod
-    def read(cls, tx: Tx, job_id: str) -> Head | None:
-        """The head of a job, inside the transaction."""
-        row = tx.one(
-            "SELECT id, status, progress, cost, provider_job_id, callback_status, next_poll_at"
-            " FROM jobs WHERE id = ?",
-            (job_id,),
-        )
-        if row is None:
-            return None
-        return cls(row[0], Status(row[1]), row[2], row[3], row[4], row[5], row[6])
+        tx.idempotency.answer(idem_key, status_code, body)
 
 
 def _transition(
@@ -181,16 +130,14 @@ def _transition(
         sets["status"] = str(report.status)
         if report.status is Status.SUCCEEDED:
             sets["progress"] = 1.0
-            sets["outputs"] = dumps(list(report.outputs))
+            sets["outputs"] = list(report.outputs)
         elif report.progress is not None and report.progress > job.progress:
             sets["progress"] = report.progress
         if report.status in (Status.FAILED, Status.CANCELED):
-            sets["error"] = dumps(
-                {
-                    "code": "provider_" + report.raw_status.lower(),
-                    "message": report.error or f"the provider reported {report.raw_status}",
-                }
-            )
+            sets["error"] = {
+                "code": "provider_" + report.raw_status.lower(),
+                "message": report.error or f"the provider reported {report.raw_status}",
+            }
         if report.status.terminal:
             sets["finished_at"] = now
             sets["next_poll_at"] = None
@@ -204,12 +151,7 @@ def _transition(
     if not sets:
         return (job if isinstance(job, Job) else _full(tx, job.id)), events
     sets["updated_at"] = now
-    assignments = ", ".join(f"{k} = ?" for k in sets)
-    row = tx.conn.execute(
-        f"UPDATE jobs SET {assignments} WHERE id = ? RETURNING *",  # noqa: S608 - fixed keys
-        (*sets.values(), job.id),
-    ).fetchone()
-    updated = Job.from_row(row)
+    updated = tx.jobs.update(job.id, sets)
     data = updated.notification_data()
     data["provider_status"] = report.raw_status
     if extra:
@@ -239,16 +181,10 @@ def record_submitted(
     if not job.status.terminal:
         # A callback that came before this answer is confirmed by polling at once.
         due = now if job.callback_status else next_poll_at
-        tx.conn.execute(
-            "UPDATE jobs SET next_poll_at = ?, poll_attempt = 0, lease_owner = NULL,"
-            " lease_expires_at = NULL WHERE id = ?",
-            (due, job_id),
-        )
+        tx.jobs.submitted(job_id, due)
         tx.signal("poll")
     else:
-        tx.conn.execute(
-            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?", (job_id,)
-        )
+        tx.jobs.unlease(job_id)
     final = tx.job(job_id)
     assert final is not None  # noqa: S101
     store_answer(tx, idem_key, 202, final.public())
@@ -269,11 +205,7 @@ def fail_job(
     if job is None or job.status.terminal:
         return job
     error = {"code": code, "message": message}
-    tx.conn.execute(
-        "UPDATE jobs SET status = 'failed', error = ?, updated_at = ?, finished_at = ?,"
-        " next_poll_at = NULL, callback_status = NULL, lease_owner = NULL WHERE id = ?",
-        (dumps(error), now, now, job_id),
-    )
+    tx.jobs.fail(job_id, error, now)
     updated = tx.job(job_id)
     assert updated is not None  # noqa: S101
     data = updated.notification_data()
@@ -306,22 +238,16 @@ def _keep_callback(
     tx: Tx, job_id: str, ended: bool, type_: str, now: float, data: dict[str, Any], dedupe: str
 ) -> Kept:
     """Store a callback's event once per dedupe key, within the job's callback budget."""
-    row = tx.one("SELECT callback_events, callback_events_late FROM jobs WHERE id = ?", (job_id,))
-    stored, late = (row[0], row[1]) if row else (0, 0)
+    rows = tx.jobs
+    stored, late = rows.callback_budget(job_id)
     if stored < CALLBACK_EVENTS and (not ended or late < CALLBACK_EVENTS_LATE):
         if tx.add_event(job_id, type_, "callback", now, data, dedupe) is None:
             return "duplicate"
-        tx.conn.execute(
-            "UPDATE jobs SET callback_events = callback_events + 1,"
-            " callback_events_late = callback_events_late + ? WHERE id = ?",
-            (int(ended), job_id),
-        )
+        rows.count_callback(job_id, ended)
         return "stored"
-    if tx.one("SELECT 1 FROM events WHERE job_id = ? AND dedupe = ?", (job_id, dedupe)):
+    if rows.has_event(job_id, dedupe):
         return "duplicate"
-    tx.conn.execute(
-        "UPDATE jobs SET callbacks_dropped = callbacks_dropped + 1 WHERE id = ?", (job_id,)
-    )
+    rows.count_dropped(job_id)
     tx.add_event(
         job_id,
         "callback.dropped",
@@ -342,7 +268,7 @@ def record_callback(
     tx: Tx, job_id: str, raw: str, heard: CallbackReport, digest: str, now: float
 ) -> tuple[CallbackOutcome, Job | Head | None]:
     """Record a callback its adapter parsed; apply what needs no confirmation, schedule the rest."""
-    job = Head.read(tx, job_id)
+    job = tx.jobs.head(job_id)
     if job is None:
         return "ignored", None
     status, raw_status, request_id = heard.status, heard.raw_status, heard.request_id
@@ -380,15 +306,12 @@ def record_callback(
         return done, job  # claimed already: a flood of variants must not force more polls
     if status.terminal:
         # The URL is a bearer secret: a terminal report is confirmed with the provider first.
-        tx.conn.execute(
-            "UPDATE jobs SET callback_status = ?, next_poll_at = ?, poll_attempt = 0 WHERE id = ?",
-            (str(status), now if job.provider_job_id else job.next_poll_at, job_id),
-        )
+        tx.jobs.claim(job_id, status, now if job.provider_job_id else job.next_poll_at)
         if job.provider_job_id:
             tx.signal("poll")
         return "confirm", job
     # Before the submission answer: recorded now, confirmed by a poll once the id is known.
-    tx.conn.execute("UPDATE jobs SET callback_status = ? WHERE id = ?", (str(status), job_id))
+    tx.jobs.note_claim(job_id, status)
     return done, job
 
 
@@ -396,7 +319,7 @@ def reject_callback(
     tx: Tx, job_id: str, reason: str, now: float, detail: dict[str, Any], digest: str
 ) -> None:
     """Record a refused callback against its job (once per body), so nothing goes unexplained."""
-    job = Head.read(tx, job_id)
+    job = tx.jobs.head(job_id)
     if job is not None:
         data = {"reason": reason, **detail}
         dedupe = f"{reason}:{digest}"
@@ -414,61 +337,22 @@ def claim_due(
 ) -> list[Job]:
     """Lease up to `limit` jobs whose poll is due, or whose lease (a poll, a submission) is
     held by a dead owner: one whose heartbeat is stale or whose row is gone."""
-    # The lease is the due time itself: pushed to the lease's end, so a job whose poller
-    # hung becomes due again by itself, and "next due" never counts jobs being polled.
-    # Two branches, each served by its index: the few leased rows (jobs_leased; the unary
-    # plus keeps the planner off jobs_due, which would scan every scheduled job) and the due
-    # range in due order (jobs_due, stopping at the limit). A process never takes over its
-    # own leases, and a live owner's are never taken before they run out.
-    rows = tx.conn.execute(
-        "UPDATE jobs SET lease_owner = :owner, lease_expires_at = :until,"
-        " claimed_due = next_poll_at, next_poll_at = :until"
-        " WHERE seq IN ("
-        "  SELECT seq FROM (SELECT seq FROM jobs WHERE lease_owner IS NOT NULL"
-        "   AND lease_owner != :owner AND lease_owner NOT IN"
-        "   (SELECT id FROM owners WHERE heartbeat_at > :alive_after)"
-        "   AND +provider = :provider AND +next_poll_at > :now)"
-        "  UNION ALL"
-        "  SELECT seq FROM (SELECT seq FROM jobs WHERE provider = :provider"
-        "   AND next_poll_at IS NOT NULL AND next_poll_at <= :now"
-        "   ORDER BY next_poll_at LIMIT :limit)"
-        "  LIMIT :limit) RETURNING *",
-        {
-            "owner": owner,
-            "until": now + lease,
-            "provider": provider,
-            "now": now,
-            "limit": limit,
-            "alive_after": owners.alive_after(now),
-        },
-    ).fetchall()
+    claimed = tx.jobs.claim_due(provider, now, limit, owner, now + lease, owners.alive_after(now))
     if lateness is not None:
-        # SET saw the old due time, RETURNING shows it in claimed_due (a takeover's is the
-        # dead owner's lease end: no lateness of the schedule's)
-        lateness.extend(
-            now - r["claimed_due"]
-            for r in rows
-            if r["claimed_due"] is not None and r["claimed_due"] <= now
-        )
-    return [Job.from_row(r) for r in rows]
+        # each job comes with the due time it had (a takeover's is the dead owner's lease end:
+        # no lateness of the schedule's)
+        lateness.extend(now - due for _, due in claimed if due is not None and due <= now)
+    return [job for job, _ in claimed]
 
 
 def next_due(tx: Tx, provider: str) -> float | None:
     """The earliest poll time scheduled for a provider."""
-    row = tx.one(
-        "SELECT min(next_poll_at) FROM jobs WHERE provider = ? AND next_poll_at IS NOT NULL",
-        (provider,),
-    )
-    return None if row is None or row[0] is None else float(row[0])
+    return tx.jobs.next_due(provider)
 
 
 def release(tx: Tx, owner: str, now: float) -> int:
     """Give up every job lease `owner` holds (a drain's end): due now, for whoever is next."""
-    return tx.conn.execute(
-        "UPDATE jobs SET next_poll_at = :now, lease_owner = NULL, lease_expires_at = NULL"
-        " WHERE lease_owner = :owner AND next_poll_at IS NOT NULL",
-        {"owner": owner, "now": now},
-    ).rowcount
+    return tx.jobs.release(owner, now)
 
 
 def record_poll(
@@ -504,32 +388,19 @@ def record_poll(
                 dedupe=f"unconfirmed:{job.callback_status}:{report.raw_status}",
             )
         job, events = _transition(tx, job, report, source, now)
-        tx.conn.execute(
-            "UPDATE jobs SET poll_errors = 0, callback_status = NULL WHERE id = ?", (job_id,)
-        )
+        tx.jobs.poll_answered(job_id)
     elif error is not None:
         if job.poll_errors == 0:
             event = tx.add_event(job_id, "poll.error", "poll", now, {"error": error[:1000]})
             if event:
                 events.append(event)
-        tx.conn.execute("UPDATE jobs SET poll_errors = poll_errors + 1 WHERE id = ?", (job_id,))
+        tx.jobs.poll_failed(job_id)
     if not job.status.terminal:
-        tx.conn.execute(
-            "UPDATE jobs SET next_poll_at = ?, poll_attempt = poll_attempt + 1 WHERE id = ?",
-            (next_poll_at, job_id),
-        )
-    tx.conn.execute(
-        "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL"
-        " WHERE id = ? AND lease_owner = ?",
-        (job_id, owner),
-    )
+        tx.jobs.next_poll(job_id, next_poll_at)
+    tx.jobs.unlease_held(job_id, owner)
     return tx.job(job_id), events
 
 
 def reschedule(tx: Tx, rows: list[tuple[float, str, str]]) -> None:
     """Set the next poll of jobs whose poll changed nothing, and release their leases."""
-    tx.conn.executemany(
-        "UPDATE jobs SET next_poll_at = ?, poll_attempt = poll_attempt + 1, lease_owner = NULL,"
-        " lease_expires_at = NULL WHERE id = ? AND lease_owner = ? AND next_poll_at IS NOT NULL",
-        rows,
-    )
+    tx.jobs.reschedule(rows)

@@ -3,129 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from service import notification
-from service.jobs import Status
 from service.store.codec import dumps as dumps
 from service.store.codec import iso as iso
+from service.store.model import Idempotent as Idempotent
+from service.store.model import Job as Job
+from service.store.model import _idem as _idem
 from service.store.records import Event as Event
+from service.store.sqlite_jobs import Idempotency, Jobs
 from service.store.sqlite_outbox import Deliveries, Subscriptions
 from service.store.sqlite_owners import Owners
 
 Fn = Callable[["Tx"], Any]
 EventHook = Callable[["Tx", "Event", "Job | None"], None]
-
-
-def _loads(text: str | None, empty: Any = None) -> Any:
-    """Decode a JSON column; the common empty values skip the decoder."""
-    if text is None:
-        return empty
-    if text == "{}":
-        return {}
-    if text == "[]":
-        return []
-    return json.loads(text)
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A job row."""
-
-    seq: int
-    id: str
-    model: str
-    provider: str
-    status: Status
-    progress: float
-    input: dict[str, Any]
-    metadata: dict[str, Any]
-    outputs: list[dict[str, Any]]
-    error: dict[str, Any] | None
-    provider_job_id: str | None
-    cost: float | None
-    webhook: str | None
-    webhook_events: list[str] | None
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    next_poll_at: float | None
-    poll_attempt: int
-    poll_errors: int
-    callback_status: str | None
-    deferred: bool = False
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
-        """Decode a `SELECT * FROM jobs` row."""
-        return cls(
-            seq=row["seq"],
-            id=row["id"],
-            model=row["model"],
-            provider=row["provider"],
-            status=Status(row["status"]),
-            progress=row["progress"],
-            input=_loads(row["input"]),
-            metadata=_loads(row["metadata"]),
-            outputs=_loads(row["outputs"]),
-            error=_loads(row["error"]) if row["error"] else None,
-            provider_job_id=row["provider_job_id"],
-            cost=row["cost"],
-            webhook=row["webhook"],
-            webhook_events=_loads(row["webhook_events"]) if row["webhook_events"] else None,
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            finished_at=row["finished_at"],
-            next_poll_at=row["next_poll_at"],
-            poll_attempt=row["poll_attempt"],
-            poll_errors=row["poll_errors"],
-            callback_status=row["callback_status"],
-            deferred=bool(row["deferred"]),
-        )
-
-    def notification_data(self) -> dict[str, Any]:
-        """The job as notifications carry it (SPEC: Outgoing notifications)."""
-        data: notification.NotificationData = {
-            "id": self.id,
-            "model": self.model,
-            "status": str(self.status),
-            "progress": self.progress,
-            "outputs": self.outputs,
-            "error": self.error,
-            "metadata": self.metadata,
-            "provider": self.provider,
-            "provider_job_id": self.provider_job_id,
-            "cost": self.cost,
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
-        }
-        return dict(data)
-
-    def public(self) -> dict[str, Any]:
-        """The job as the API shows it."""
-        out = self.notification_data()
-        if self.deferred:
-            out["deferred"] = True
-        out["input"] = self.input
-        out["webhook"] = self.webhook
-        out["webhook_events_filter"] = self.webhook_events
-        out["finished_at"] = iso(self.finished_at)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Idempotent:
-    """A stored Idempotency-Key and, once known, the answer it gave."""
-
-    key: str
-    request_hash: str
-    job_id: str | None
-    status_code: int | None
-    response: dict[str, Any] | None
 
 
 class Tx:
@@ -156,6 +49,16 @@ class Tx:
     def deliveries(self) -> Deliveries:
         """The deliveries rows and their attempt log; built when used, like `owners`."""
         return Deliveries(self.conn)
+
+    @property
+    def jobs(self) -> Jobs:
+        """The jobs rows (state, callbacks, poll leases); built when used."""
+        return Jobs(self.conn)
+
+    @property
+    def idempotency(self) -> Idempotency:
+        """The idempotency keys; built when used."""
+        return Idempotency(self.conn)
 
     def one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         """The first row of a query."""
@@ -192,16 +95,6 @@ class Tx:
             hook(self, event, job)
         self.signal("events")
         return event
-
-
-def _idem(row: sqlite3.Row) -> Idempotent:
-    return Idempotent(
-        row["key"],
-        row["request_hash"],
-        row["job_id"],
-        row["status_code"],
-        json.loads(row["response"]) if row["response"] else None,
-    )
 
 
 def body_hash(body: bytes) -> str:

@@ -30,11 +30,12 @@ def _files() -> dict[str, Path]:
     }
 
 
-def test_owners_and_every_module_outside_the_store_run_no_sql() -> None:
+def test_owners_ledger_and_every_module_outside_the_store_run_no_sql() -> None:
     files = _files()
     assert "service.owners" in files and "service.store.sqlite_owners" in files
-    assert "service.owners" not in SQLITE_ALLOWED
-    assert "service.outbox" not in SQLITE_ALLOWED and "service.store.sqlite_outbox" in files
+    assert "service.ledger" in files and "service.store.sqlite_jobs" in files
+    assert "service.outbox" in files and "service.store.sqlite_outbox" in files
+    assert not {"service.owners", "service.ledger", "service.outbox"} & SQLITE_ALLOWED
     assert _reaching(files) == set()
 
 

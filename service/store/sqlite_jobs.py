@@ -1,0 +1,294 @@
+"""SQLite adapter: jobs (state, callbacks, poll claims) and idempotency keys, per unit."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from service.jobs import Status
+from service.store.model import Head, Idempotent, Job, _idem, dumps
+
+# columns that hold JSON: `update` encodes their values
+_JSON_COLUMNS = frozenset({"outputs", "error"})
+
+
+class Jobs:
+    """The jobs rows as one unit of work sees them; `service.ledger` decides what to do."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    # -- submission ------------------------------------------------------------------------
+
+    def in_flight(self, provider: str) -> int:
+        """Jobs of a provider that it is working on now, or that are being submitted to it."""
+        row = self._conn.execute(
+            "SELECT count(*) FROM jobs WHERE provider = ? AND (status IN ('queued', 'processing')"
+            " OR (status = 'submitting' AND deferred = 0))",
+            (provider,),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def insert_submitting(
+        self,
+        job_id: str,
+        model: str,
+        provider: str,
+        input_: dict[str, Any],
+        metadata: dict[str, Any],
+        webhook: str | None,
+        webhook_events: list[str] | None,
+        now: float,
+        lease_until: float,
+        owner: str | None,
+    ) -> None:
+        """Insert a job as `submitting`, its due time (and `owner`'s lease) at `lease_until`."""
+        self._conn.execute(
+            "INSERT INTO jobs (id, model, provider, status, input, metadata, webhook,"
+            " webhook_events, created_at, updated_at, next_poll_at, lease_owner, lease_expires_at)"
+            " VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                model,
+                provider,
+                dumps(input_),
+                dumps(metadata),
+                webhook,
+                dumps(webhook_events) if webhook_events else None,
+                now,
+                now,
+                lease_until,
+                owner,
+                lease_until if owner is not None else None,
+            ),
+        )
+
+    def defer(self, job_id: str, due: float) -> None:
+        """Hold a job back, unleased, until `due`."""
+        self._conn.execute(
+            "UPDATE jobs SET deferred = 1, next_poll_at = ?, lease_owner = NULL,"
+            " lease_expires_at = NULL WHERE id = ?",
+            (due, job_id),
+        )
+
+    def push_back(self, job_id: str, due: float) -> None:
+        """A deferred job stays deferred: due again at `due`, no owner."""
+        self._conn.execute(
+            "UPDATE jobs SET next_poll_at = ?, lease_owner = NULL WHERE id = ?", (due, job_id)
+        )
+
+    def undefer(self, job_id: str, now: float, lease_until: float) -> None:
+        """A deferred job is taken for submission, its lease running to `lease_until`."""
+        self._conn.execute(
+            "UPDATE jobs SET deferred = 0, next_poll_at = ?, lease_expires_at = ?, updated_at = ?"
+            " WHERE id = ?",
+            (lease_until, lease_until, now, job_id),
+        )
+
+    def submitted(self, job_id: str, due: float) -> None:
+        """The submission's answer: first poll at `due`, lease released."""
+        self._conn.execute(
+            "UPDATE jobs SET next_poll_at = ?, poll_attempt = 0, lease_owner = NULL,"
+            " lease_expires_at = NULL WHERE id = ?",
+            (due, job_id),
+        )
+
+    def unlease(self, job_id: str) -> None:
+        """Drop a job's lease, whoever holds it."""
+        self._conn.execute(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?", (job_id,)
+        )
+
+    # -- state -----------------------------------------------------------------------------
+
+    def head(self, job_id: str) -> Head | None:
+        """The head of a job."""
+        row = self._conn.execute(
+            "SELECT id, status, progress, cost, provider_job_id, callback_status, next_poll_at"
+            " FROM jobs WHERE id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Head(row[0], Status(row[1]), row[2], row[3], row[4], row[5], row[6])
+
+    def update(self, job_id: str, sets: Mapping[str, Any]) -> Job:
+        """Set the columns named in `sets` (fixed keys, never input) and return the job."""
+        values = [dumps(v) if k in _JSON_COLUMNS else v for k, v in sets.items()]
+        assignments = ", ".join(f"{k} = ?" for k in sets)
+        row = self._conn.execute(
+            f"UPDATE jobs SET {assignments} WHERE id = ? RETURNING *",  # noqa: S608 - fixed keys
+            (*values, job_id),
+        ).fetchone()
+        return Job.from_row(row)
+
+    def fail(self, job_id: str, error: dict[str, Any], now: float) -> None:
+        """Mark a job failed with `error`: unscheduled, unclaimed, unleased."""
+        self._conn.execute(
+            "UPDATE jobs SET status = 'failed', error = ?, updated_at = ?, finished_at = ?,"
+            " next_poll_at = NULL, callback_status = NULL, lease_owner = NULL WHERE id = ?",
+            (dumps(error), now, now, job_id),
+        )
+
+    # -- callbacks -------------------------------------------------------------------------
+
+    def callback_budget(self, job_id: str) -> tuple[int, int]:
+        """The callback events stored for a job: in all, and after it ended."""
+        row = self._conn.execute(
+            "SELECT callback_events, callback_events_late FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        return (row[0], row[1]) if row else (0, 0)
+
+    def count_callback(self, job_id: str, ended: bool) -> None:
+        """One more callback event stored (and one more late one when the job had ended)."""
+        self._conn.execute(
+            "UPDATE jobs SET callback_events = callback_events + 1,"
+            " callback_events_late = callback_events_late + ? WHERE id = ?",
+            (int(ended), job_id),
+        )
+
+    def has_event(self, job_id: str, dedupe: str) -> bool:
+        """Whether the job has an event under this dedupe key."""
+        row = self._conn.execute(
+            "SELECT 1 FROM events WHERE job_id = ? AND dedupe = ?", (job_id, dedupe)
+        ).fetchone()
+        return row is not None
+
+    def count_dropped(self, job_id: str) -> None:
+        """One more callback counted but not stored."""
+        self._conn.execute(
+            "UPDATE jobs SET callbacks_dropped = callbacks_dropped + 1 WHERE id = ?", (job_id,)
+        )
+
+    def claim(self, job_id: str, status: Status, due: float | None) -> None:
+        """A callback claims `status`: confirmed by a poll due at `due`, from the first attempt."""
+        self._conn.execute(
+            "UPDATE jobs SET callback_status = ?, next_poll_at = ?, poll_attempt = 0 WHERE id = ?",
+            (str(status), due, job_id),
+        )
+
+    def note_claim(self, job_id: str, status: Status) -> None:
+        """A callback claims `status`, the schedule unchanged."""
+        self._conn.execute(
+            "UPDATE jobs SET callback_status = ? WHERE id = ?", (str(status), job_id)
+        )
+
+    # -- polls and their leases ------------------------------------------------------------
+
+    def claim_due(
+        self, provider: str, now: float, limit: int, owner: str, until: float, alive_after: float
+    ) -> list[tuple[Job, float | None]]:
+        """Lease to `owner` until `until` up to `limit` jobs that are due, or whose lease is
+        held by an owner not alive after `alive_after`; each with the due time it had."""
+        # The lease is the due time itself: pushed to the lease's end, so a job whose poller
+        # hung becomes due again by itself, and "next due" never counts jobs being polled.
+        # Two branches, each served by its index: the few leased rows (jobs_leased; the unary
+        # plus keeps the planner off jobs_due, which would scan every scheduled job) and the
+        # due range in due order (jobs_due, stopping at the limit). A process never takes over
+        # its own leases, and a live owner's are never taken before they run out.
+        rows = self._conn.execute(
+            "UPDATE jobs SET lease_owner = :owner, lease_expires_at = :until,"
+            " claimed_due = next_poll_at, next_poll_at = :until"
+            " WHERE seq IN ("
+            "  SELECT seq FROM (SELECT seq FROM jobs WHERE lease_owner IS NOT NULL"
+            "   AND lease_owner != :owner AND lease_owner NOT IN"
+            "   (SELECT id FROM owners WHERE heartbeat_at > :alive_after)"
+            "   AND +provider = :provider AND +next_poll_at > :now)"
+            "  UNION ALL"
+            "  SELECT seq FROM (SELECT seq FROM jobs WHERE provider = :provider"
+            "   AND next_poll_at IS NOT NULL AND next_poll_at <= :now"
+            "   ORDER BY next_poll_at LIMIT :limit)"
+            "  LIMIT :limit) RETURNING *",
+            {
+                "owner": owner,
+                "until": until,
+                "provider": provider,
+                "now": now,
+                "limit": limit,
+                "alive_after": alive_after,
+            },
+        ).fetchall()
+        # SET saw the old due time, RETURNING shows it in claimed_due
+        return [(Job.from_row(r), r["claimed_due"]) for r in rows]
+
+    def next_due(self, provider: str) -> float | None:
+        """The earliest poll time scheduled for a provider."""
+        row = self._conn.execute(
+            "SELECT min(next_poll_at) FROM jobs WHERE provider = ? AND next_poll_at IS NOT NULL",
+            (provider,),
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def release(self, owner: str, now: float) -> int:
+        """Every scheduled job `owner` leases: unleased and due at `now`."""
+        return self._conn.execute(
+            "UPDATE jobs SET next_poll_at = :now, lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE lease_owner = :owner AND next_poll_at IS NOT NULL",
+            {"owner": owner, "now": now},
+        ).rowcount
+
+    def poll_answered(self, job_id: str) -> None:
+        """A poll had an answer: error count reset, callback claim settled."""
+        self._conn.execute(
+            "UPDATE jobs SET poll_errors = 0, callback_status = NULL WHERE id = ?", (job_id,)
+        )
+
+    def poll_failed(self, job_id: str) -> None:
+        """One more poll error in a row."""
+        self._conn.execute("UPDATE jobs SET poll_errors = poll_errors + 1 WHERE id = ?", (job_id,))
+
+    def next_poll(self, job_id: str, due: float) -> None:
+        """The next poll at `due`, one attempt later."""
+        self._conn.execute(
+            "UPDATE jobs SET next_poll_at = ?, poll_attempt = poll_attempt + 1 WHERE id = ?",
+            (due, job_id),
+        )
+
+    def unlease_held(self, job_id: str, owner: str) -> None:
+        """Drop a job's lease if `owner` holds it."""
+        self._conn.execute(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE id = ? AND lease_owner = ?",
+            (job_id, owner),
+        )
+
+    def reschedule(self, rows: Iterable[tuple[float, str, str]]) -> None:
+        """(due, job id, owner) rows: the next poll, one attempt later, the owner's lease
+        dropped; a job no longer leased by that owner, or unscheduled, is left alone."""
+        self._conn.executemany(
+            "UPDATE jobs SET next_poll_at = ?, poll_attempt = poll_attempt + 1,"
+            " lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE id = ? AND lease_owner = ? AND next_poll_at IS NOT NULL",
+            rows,
+        )
+
+
+class Idempotency:
+    """The idempotency keys as one unit of work sees them."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def get(self, key: str) -> Idempotent | None:
+        """The key's record, if stored."""
+        row = self._conn.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone()
+        return _idem(row) if row else None
+
+    def add(self, key: str, request_hash: str, job_id: str, now: float) -> None:
+        """Store a key for the job its request creates; its answer comes later."""
+        self._conn.execute(
+            "INSERT INTO idempotency (key, request_hash, job_id, created_at) VALUES (?, ?, ?, ?)",
+            (key, request_hash, job_id, now),
+        )
+
+    def answer(self, key: str, status_code: int, body: dict[str, Any]) -> None:
+        """Keep the answer given under a key."""
+        self._conn.execute(
+            "UPDATE idempotency SET status_code = ?, response = ? WHERE key = ?",
+            (status_code, dumps(body), key),
+        )
