@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from service.errors import StorageUnavailable
 from service.store.base import Event, EventHook, Fn, Idempotent, Job, Tx, _idem
-from service.store.sqlite_reads import Reads
+from service.store.sqlite_reads import Reads, newest_first
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -498,25 +498,10 @@ class Store(Reads):
         self, *, status: str | None, model: str | None, before: int | None, limit: int
     ) -> list[Job]:
         """Jobs newest first, keyset-paginated on seq."""
-        where: list[str] = []
-        params: list[Any] = []
-        if status:
-            where.append("status = ?")
-            params.append(status)
-        if model:
-            where.append("model = ?")
-            params.append(model)
-        if before is not None:
-            where.append("seq < ?")
-            params.append(before)
-        sql = "SELECT * FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        params.append(limit)
 
         def q(conn: sqlite3.Connection) -> list[Job]:
-            return [Job.from_row(r) for r in conn.execute(sql, params)]
+            rows = newest_first(conn, "jobs", (("status", status), ("model", model)), before, limit)
+            return [Job.from_row(r) for r in rows]
 
         return await self.read(q)
 

@@ -14,6 +14,27 @@ T = TypeVar("T")
 # -- queries: functions of a connection, shared by the reader and by units of work ----------
 
 
+def newest_first(
+    conn: sqlite3.Connection,
+    table: str,
+    equal: Sequence[tuple[str, Any]],
+    before: int | None,
+    limit: int,
+) -> list[Any]:
+    """Rows of `table` newest first, keyset-paginated on seq; `equal` filters skip None/empty.
+
+    `table` and the column names come from the code, never from a request."""
+    where = [f"{column} = ?" for column, value in equal if value]
+    params: list[Any] = [value for _, value in equal if value]
+    if before is not None:
+        where.append("seq < ?")
+        params.append(before)
+    sql = f"SELECT * FROM {table}"  # noqa: S608 - table and columns are the code's own
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit)).fetchall()
+
+
 def subscription(conn: sqlite3.Connection, sub_id: str) -> Subscription | None:
     """A subscription by id."""
     row = conn.execute("SELECT * FROM subscriptions WHERE id = ?", (sub_id,)).fetchone()
@@ -22,12 +43,7 @@ def subscription(conn: sqlite3.Connection, sub_id: str) -> Subscription | None:
 
 def subscriptions(conn: sqlite3.Connection, before: int | None, limit: int) -> list[Subscription]:
     """Subscriptions newest first, keyset-paginated on seq."""
-    sql = "SELECT * FROM subscriptions"
-    params: list[Any] = []
-    if before is not None:
-        sql += " WHERE seq < ?"
-        params.append(before)
-    rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit))
+    rows = newest_first(conn, "subscriptions", (), before, limit)
     return [Subscription.from_row(r) for r in rows]
 
 
@@ -63,24 +79,8 @@ def deliveries(
     limit: int,
 ) -> list[DeliveryLog]:
     """Deliveries newest first, keyset-paginated on seq, each with its attempt log."""
-    where: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("subscription_id", subscription_id),
-        ("job_id", job_id),
-        ("status", status),
-    ):
-        if value:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if before is not None:
-        where.append("seq < ?")
-        params.append(before)
-    sql = "SELECT * FROM deliveries"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*params, limit))
-    found = [Delivery.from_row(r) for r in rows]
+    equal = (("subscription_id", subscription_id), ("job_id", job_id), ("status", status))
+    found = [Delivery.from_row(r) for r in newest_first(conn, "deliveries", equal, before, limit)]
     log = attempt_log(conn, [d.id for d in found])
     return [DeliveryLog(d, tuple(log[d.id])) for d in found]
 
