@@ -244,6 +244,16 @@ def _transport(
     return Transport(inner, guard=guard and not allow_private)
 
 
+def _client(transport: Transport, timeout: httpx.Timeout) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
 def provider_client(
     timeout: float, ssl_context: ssl.SSLContext, *, connections: int = 32
 ) -> httpx.AsyncClient:
@@ -257,13 +267,7 @@ def provider_client(
         ssl_context=ssl_context,
         connections=connections,
     )
-    return httpx.AsyncClient(
-        transport=transport,
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        follow_redirects=False,
-        trust_env=False,
-        headers={"User-Agent": USER_AGENT},
-    )
+    return _client(transport, httpx.Timeout(timeout, connect=min(timeout, 10.0)))
 
 
 def guarded_client(
@@ -282,13 +286,7 @@ def guarded_client(
         ssl_context=ssl_context,
         connections=connections,
     )
-    return httpx.AsyncClient(
-        transport=transport,
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=False,
-        trust_env=False,
-        headers={"User-Agent": USER_AGENT},
-    )
+    return _client(transport, httpx.Timeout(timeout))
 
 
 @dataclass(slots=True)
