@@ -9,6 +9,7 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
+from service.sim.pixazo import PixazoSim
 from service.sim.subscriber import Received, Subscriber
 from tests.conftest import IMAGE_JOB, Running
 
@@ -64,3 +65,15 @@ async def run_job(relay: Running, body: dict[str, Any] = IMAGE_JOB) -> dict[str,
 def verify(secret: str, received: Received) -> Any:
     """Verify with the standardwebhooks package (raises if the signature is wrong)."""
     return Webhook(secret).verify(received.body, received.headers)
+
+
+async def held_job(relay: Running, pixazo: PixazoSim) -> tuple[dict, str]:
+    """A submitted job whose provider lifecycle is frozen at PROCESSING; and its hook URL."""
+    pixazo.lose_callbacks = True
+    job = (await relay.submit(IMAGE_JOB)).json()
+    pixazo.set_status(job["provider_job_id"], "PROCESSING")
+    hook = pixazo.jobs[job["provider_job_id"]].webhook_url
+    assert hook is not None
+    await pixazo.send_callback(job["provider_job_id"])
+    await relay.wait_status(job["id"], {"processing"})
+    return job, hook

@@ -12,20 +12,9 @@ import pytest
 from service import ledger
 from service.sim.pixazo import PixazoSim
 from tests.conftest import IMAGE_JOB, Running
+from tests.integration.helpers import held_job
 
 TERMINAL = {"succeeded", "failed", "canceled"}
-
-
-async def _held_job(relay: Running, pixazo: PixazoSim) -> tuple[dict, str]:
-    """A submitted job whose provider lifecycle is frozen at PROCESSING; and its hook URL."""
-    pixazo.lose_callbacks = True
-    job = (await relay.submit(IMAGE_JOB)).json()
-    pixazo.set_status(job["provider_job_id"], "PROCESSING")
-    hook = pixazo.jobs[job["provider_job_id"]].webhook_url
-    assert hook is not None
-    await pixazo.send_callback(job["provider_job_id"])
-    await relay.wait_status(job["id"], {"processing"})
-    return job, hook
 
 
 async def _post(url: str, body: object | bytes) -> httpx.Response:
@@ -42,7 +31,7 @@ async def _types(relay: Running, job_id: str) -> list[str]:
 async def test_tampered_token_is_refused_and_changes_nothing(
     relay: Running, pixazo: PixazoSim, mangle: str
 ) -> None:
-    job, hook = await _held_job(relay, pixazo)
+    job, hook = await held_job(relay, pixazo)
     before = await _types(relay, job["id"])
     base, token = hook.rsplit("/", 1)
     payload, stamp, sig = token.split(".")
@@ -59,7 +48,7 @@ async def test_tampered_token_is_refused_and_changes_nothing(
 
 
 async def test_token_signed_by_another_secret_is_refused(relay: Running, pixazo: PixazoSim) -> None:
-    job, _hook = await _held_job(relay, pixazo)
+    job, _hook = await held_job(relay, pixazo)
     before = await _types(relay, job["id"])
     foreign = itsdangerous.URLSafeTimedSerializer(
         "another-secret", salt="upscale-relay/pixazo-callback"
@@ -74,7 +63,7 @@ async def test_expired_token_gets_403_and_is_recorded_as_rejected(
     start_relay, pixazo: PixazoSim, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     relay = await start_relay(RELAY_CALLBACK_MAX_AGE="60")
-    job, _ = await _held_job(relay, pixazo)
+    job, _ = await held_job(relay, pixazo)
     signer = itsdangerous.timed.TimestampSigner
     real = signer.get_timestamp
     monkeypatch.setattr(signer, "get_timestamp", lambda self: real(self) - 3600)
@@ -90,7 +79,7 @@ async def test_expired_token_gets_403_and_is_recorded_as_rejected(
 async def test_body_that_is_not_json_gets_400_and_is_kept(
     relay: Running, pixazo: PixazoSim
 ) -> None:
-    job, hook = await _held_job(relay, pixazo)
+    job, hook = await held_job(relay, pixazo)
     answer = await _post(hook, b"{not json")
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "invalid_json"
@@ -101,7 +90,7 @@ async def test_body_that_is_not_json_gets_400_and_is_kept(
 
 
 async def test_body_over_one_mebibyte_gets_413(relay: Running, pixazo: PixazoSim) -> None:
-    job, hook = await _held_job(relay, pixazo)
+    job, hook = await held_job(relay, pixazo)
     before = await _types(relay, job["id"])
     answer = await _post(hook, b'{"pad": "' + b"x" * (1024 * 1024) + b'"}')
     assert answer.status_code == 413
@@ -112,7 +101,7 @@ async def test_body_over_one_mebibyte_gets_413(relay: Running, pixazo: PixazoSim
 async def test_leaked_url_cannot_complete_a_job_with_foreign_media(
     relay: Running, pixazo: PixazoSim
 ) -> None:
-    job, hook = await _held_job(relay, pixazo)
+    job, hook = await held_job(relay, pixazo)
     fake = {
         "request_id": job["provider_job_id"],
         "status": "COMPLETED",
@@ -136,7 +125,7 @@ async def test_leaked_url_cannot_complete_a_job_with_foreign_media(
 async def test_callback_naming_another_request_is_refused(
     relay: Running, pixazo: PixazoSim
 ) -> None:
-    job, hook = await _held_job(relay, pixazo)
+    job, hook = await held_job(relay, pixazo)
     answer = await _post(hook, {"request_id": "seedvr-upscale_other", "status": "COMPLETED"})
     assert answer.status_code == 409
     assert "callback.rejected" in await _types(relay, job["id"])
@@ -146,7 +135,7 @@ async def test_callback_naming_another_request_is_refused(
 async def test_out_of_order_callbacks_never_move_a_job_back(
     relay: Running, pixazo: PixazoSim
 ) -> None:
-    job, hook = await _held_job(relay, pixazo)
+    job, hook = await held_job(relay, pixazo)
     rid = job["provider_job_id"]
     pixazo.set_status(rid, "COMPLETED")
     assert (await _post(hook, pixazo.status_body(rid))).status_code == 200
@@ -164,7 +153,7 @@ async def test_out_of_order_callbacks_never_move_a_job_back(
 
 
 async def test_tolerant_parsing_keeps_the_raw_body(relay: Running, pixazo: PixazoSim) -> None:
-    job, hook = await _held_job(relay, pixazo)
+    job, hook = await held_job(relay, pixazo)
     for body in ([1, 2, 3], {"status": "SOMETHING_NEW", "extra": {"x": 1}}, "just a string"):
         assert (await _post(hook, body)).status_code == 200
     received = [e for e in await relay.events(job["id"]) if e["type"] == "callback.received"]
@@ -184,7 +173,7 @@ async def test_hooks_need_no_api_token(start_relay, pixazo: PixazoSim) -> None:
 async def test_one_job_s_callbacks_cannot_grow_the_log_without_bound(
     relay: Running, pixazo: PixazoSim
 ) -> None:
-    job, hook = await _held_job(relay, pixazo)
+    job, hook = await held_job(relay, pixazo)
     before = await _types(relay, job["id"])
     async with httpx.AsyncClient() as client:
         for _ in range(3):  # replays of one invalid body: still 400, stored once
@@ -209,7 +198,7 @@ async def test_expired_token_replays_are_recorded_once(
     start_relay, pixazo: PixazoSim, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     relay = await start_relay(RELAY_CALLBACK_MAX_AGE="60")
-    job, _ = await _held_job(relay, pixazo)
+    job, _ = await held_job(relay, pixazo)
     signer = itsdangerous.timed.TimestampSigner
     real = signer.get_timestamp
     monkeypatch.setattr(signer, "get_timestamp", lambda self: real(self) - 3600)

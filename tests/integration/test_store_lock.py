@@ -17,7 +17,8 @@ import pytest
 from service.errors import StorageUnavailable
 from service.sim.pixazo import PixazoSim
 from service.store import Store, Tx
-from tests.conftest import IMAGE_JOB, Running, StartRelay
+from tests.conftest import StartRelay
+from tests.integration.helpers import held_job
 
 HOLD_SECONDS = 2.0
 HEALTHZ_LIMIT = 0.050
@@ -36,18 +37,6 @@ print("released", flush=True)
 """
 
 
-async def _held_job(relay: Running, pixazo: PixazoSim) -> tuple[dict, str]:
-    """A submitted job frozen at PROCESSING (the provider sends nothing more); its hook URL."""
-    pixazo.lose_callbacks = True
-    job = (await relay.submit(IMAGE_JOB)).json()
-    pixazo.set_status(job["provider_job_id"], "PROCESSING")
-    hook = pixazo.jobs[job["provider_job_id"]].webhook_url
-    assert hook is not None
-    await pixazo.send_callback(job["provider_job_id"])
-    await relay.wait_status(job["id"], {"processing"})
-    return job, hook
-
-
 async def _timed_post(client: httpx.AsyncClient, url: str, body: dict) -> tuple[float, int, dict]:
     answer = await client.post(
         url, content=json.dumps(body).encode(), headers={"content-type": "application/json"}
@@ -59,7 +48,7 @@ async def test_healthz_and_callbacks_answer_while_another_process_holds_the_writ
     start_relay: StartRelay, pixazo: PixazoSim
 ) -> None:
     relay = await start_relay()
-    job, hook = await _held_job(relay, pixazo)
+    job, hook = await held_job(relay, pixazo)
     before = {e["id"] for e in await relay.events(job["id"])}
     holder = await asyncio.create_subprocess_exec(
         sys.executable,
