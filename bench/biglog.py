@@ -61,7 +61,7 @@ MODELS = ("pixazo/seedvr-image", "pixazo/seedvr-video", "scenario/upscale-v3")
 
 def schema_key(events: int) -> str:
     """What the cached file was built from: its size and the text of every migration."""
-    from service.store import _migrations
+    from service.store.sqlite.store import _migrations
 
     digest = hashlib.sha256("\0".join(sql for _, sql in _migrations()).encode()).hexdigest()
     return f"{events}:{digest[:16]}"

@@ -408,7 +408,7 @@ def bare_server(workdir: Path, cpu: str | None = SERVER_CPU) -> Server:
 
 async def migrate(path: Path) -> None:
     """Create the schema with the service's own migrations."""
-    from service.store import Store
+    from service.store.sqlite.store import SqliteStore as Store
 
     store = await Store.open(str(path))
     await store.close()

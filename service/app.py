@@ -26,7 +26,7 @@ from service.http import callbacks, deliveries, deps, jobs, openapi, ops, subscr
 from service.poller import Poller
 from service.providers import build as build_providers
 from service.state import Relay
-from service.store import Store, Tx
+from service.store import Tx, open_store
 from service.submit import Submitter
 from service.tokens import Tokens
 
@@ -44,7 +44,7 @@ async def start(
     resolve: netguard.Resolver = netguard.system_resolve,
 ) -> Relay:
     """Open the store, resolve the secret, build providers and workers (not started)."""
-    store = await Store.open(settings.database)
+    store = await open_store(settings.database)
     secret = (
         str(settings.secret)
         if settings.secret is not None
@@ -52,7 +52,6 @@ async def start(
     )
     tokens = Tokens(secret, settings.callback_max_age)
     webhook_secret = await store.write(outbox.service_secret)
-    store.hooks.append(outbox.Fanout())
     ssl_context = ssl.create_default_context()
     providers, clients = build_providers(settings, ssl_context, resolve)
     owner = owner_id()
@@ -121,9 +120,12 @@ async def stop(relay: Relay) -> None:
             await task
     owner, now = relay.heartbeat.owner if relay.heartbeat else "", relay.clock()
 
-    def release(tx: Tx) -> tuple[int, int]:
-        jobs, deliveries = ledger.release(tx, owner, now), outbox.release(tx, owner, now)
-        owners.unregister(tx, owner)
+    async def release(tx: Tx) -> tuple[int, int]:
+        jobs, deliveries = (
+            await ledger.release(tx, owner, now),
+            await outbox.release(tx, owner, now),
+        )
+        await owners.unregister(tx, owner)
         return jobs, deliveries
 
     try:

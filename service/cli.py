@@ -49,10 +49,10 @@ def _check_database(path: str) -> str | None:
     import asyncio
 
     from service.errors import StorageUnavailable
-    from service.store import Store
+    from service.store import check_store
 
     try:
-        asyncio.run(Store.check(path))
+        asyncio.run(check_store(path))
     except StorageUnavailable as exc:
         return exc.reason
     return None

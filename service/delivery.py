@@ -209,8 +209,8 @@ class Deliverer:
             now = self._clock()
             owner, pause_after = self._owner, self._settings.pause_after
 
-            def unit(tx: Tx) -> None:
-                outbox.record_attempt(tx, delivery, owner, attempt, now, pause_after)
+            async def unit(tx: Tx) -> None:
+                await outbox.record_attempt(tx, delivery, owner, attempt, now, pause_after)
 
             await self._store.write(unit)
         finally:

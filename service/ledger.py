@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from service import jobs, owners
 from service.jobs import CallbackReport, Report, Status
+from service.outbox import append_event
 from service.store import Event, Idempotent, Job, Tx
 from service.store.model import Head
 
@@ -40,12 +41,12 @@ class Created:
     existing: Idempotent | None
 
 
-def in_flight(tx: Tx, provider: str) -> int:
+async def in_flight(tx: Tx, provider: str) -> int:
     """Jobs of a provider that it is working on now, or that are being submitted to it."""
-    return tx.jobs.in_flight(provider)
+    return await tx.jobs.in_flight(provider)
 
 
-def create_job(
+async def create_job(
     tx: Tx,
     new: NewJob,
     now: float,
@@ -57,15 +58,14 @@ def create_job(
     """Insert a job as `submitting` (and its idempotency key) before the provider is called;
     `owner`, the submitting process, holds its lease (taken over at once if it dies)."""
     if idem is not None:
-        stored = tx.idempotency.get(idem[0])
+        stored = await tx.idempotency.get(idem[0])
         if stored is not None:
             return Created(None, stored)
-        tx.idempotency.add(idem[0], idem[1], new.id, now)
-    over = cap is not None and in_flight(tx, new.provider) >= cap[0]
+        await tx.idempotency.add(idem[0], idem[1], new.id, now)
+    over = cap is not None and await in_flight(tx, new.provider) >= cap[0]
     # next_poll_at doubles as the submission lease: if this process dies before the provider
     # answers, the poller finds the job due (or its owner dead) and reconciles it.
-    rows = tx.jobs
-    rows.insert_submitting(
+    await tx.jobs.insert_submitting(
         new.id,
         new.model,
         new.provider,
@@ -79,38 +79,40 @@ def create_job(
     )
     if over and cap is not None:
         # over the provider's in-flight cap: held back (no lease) and submitted by the poller
-        rows.defer(new.id, now + cap[1])
-    job = tx.job(new.id)
+        await tx.jobs.defer(new.id, now + cap[1])
+    job = await tx.jobs.get(new.id)
     assert job is not None  # noqa: S101 - just inserted
     data = job.notification_data()
     data["deferred"] = job.deferred
-    tx.add_event(job.id, "job.created", "api", now, data, dedupe="created")
+    await append_event(tx, job.id, "job.created", "api", now, data, dedupe="created")
     if job.deferred and idem is not None:
-        store_answer(tx, idem[0], 202, job.public())
+        await store_answer(tx, idem[0], 202, job.public())
     return Created(job, None)
 
 
-def resume_deferred(
+async def resume_deferred(
     tx: Tx, job_id: str, now: float, cap: int, retry_at: float, lease_until: float
 ) -> Job | None:
     """Take a deferred job for submission if its provider has room; else push it back."""
-    job = tx.job(job_id)
+    job = await tx.jobs.get(job_id)
     if job is None or not job.deferred or job.status is not Status.SUBMITTING:
         return None
-    if in_flight(tx, job.provider) >= cap:
-        tx.jobs.push_back(job_id, retry_at)
+    if await in_flight(tx, job.provider) >= cap:
+        await tx.jobs.push_back(job_id, retry_at)
         return None
-    tx.jobs.undefer(job_id, now, lease_until)
-    return tx.job(job_id)
+    await tx.jobs.undefer(job_id, now, lease_until)
+    return await tx.jobs.get(job_id)
 
 
-def store_answer(tx: Tx, idem_key: str | None, status_code: int, body: dict[str, Any]) -> None:
+async def store_answer(
+    tx: Tx, idem_key: str | None, status_code: int, body: dict[str, Any]
+) -> None:
     """Keep the answer given to an Idempotency-Key so a repeat gets the same one."""
     if idem_key is not None:
-        tx.idempotency.answer(idem_key, status_code, body)
+        await tx.idempotency.answer(idem_key, status_code, body)
 
 
-def _transition(
+async def _transition(
     tx: Tx,
     job: Job | Head,
     report: Report,
@@ -149,20 +151,20 @@ def _transition(
     ):
         sets["progress"] = report.progress
     if not sets:
-        return (job if isinstance(job, Job) else _full(tx, job.id)), events
+        return (job if isinstance(job, Job) else await _full(tx, job.id)), events
     sets["updated_at"] = now
-    updated = tx.jobs.update(job.id, sets)
+    updated = await tx.jobs.update(job.id, sets)
     data = updated.notification_data()
     data["provider_status"] = report.raw_status
     if extra:
         data.update(extra)
     if moved:
-        event = tx.add_event(
-            job.id, f"job.{report.status}", source, now, data, str(report.status), updated
+        event = await append_event(
+            tx, job.id, f"job.{report.status}", source, now, data, str(report.status), updated
         )
     elif "progress" in sets:
         dedupe = f"progress:{int(updated.progress * 10)}"
-        event = tx.add_event(job.id, "job.progress", source, now, data, dedupe, updated)
+        event = await append_event(tx, job.id, "job.progress", source, now, data, dedupe, updated)
     else:
         event = None
     if event is not None:
@@ -170,28 +172,30 @@ def _transition(
     return updated, events
 
 
-def record_submitted(
+async def record_submitted(
     tx: Tx, job_id: str, report: Report, now: float, next_poll_at: float, idem_key: str | None
 ) -> Job:
     """The provider accepted the job: keep its id, move to queued, schedule the first poll."""
-    job = tx.job(job_id)
+    job = await tx.jobs.get(job_id)
     assert job is not None  # noqa: S101
-    job, _ = _transition(tx, job, report, "api", now, {"provider_response": report.raw_status})
+    job, _ = await _transition(
+        tx, job, report, "api", now, {"provider_response": report.raw_status}
+    )
     # The submission's lease ends with its answer.
     if not job.status.terminal:
         # A callback that came before this answer is confirmed by polling at once.
         due = now if job.callback_status else next_poll_at
-        tx.jobs.submitted(job_id, due)
-        tx.signal("poll")
+        await tx.jobs.submitted(job_id, due)
+        tx.notify("poll")
     else:
-        tx.jobs.unlease(job_id)
-    final = tx.job(job_id)
+        await tx.jobs.unlease(job_id)
+    final = await tx.jobs.get(job_id)
     assert final is not None  # noqa: S101
-    store_answer(tx, idem_key, 202, final.public())
+    await store_answer(tx, idem_key, 202, final.public())
     return final
 
 
-def fail_job(
+async def fail_job(
     tx: Tx,
     job_id: str,
     code: str,
@@ -201,17 +205,17 @@ def fail_job(
     details: dict[str, Any] | None = None,
 ) -> Job | None:
     """Mark a job failed for a reason of the relay's own (submit error, timeout, ...)."""
-    job = tx.job(job_id)
+    job = await tx.jobs.get(job_id)
     if job is None or job.status.terminal:
         return job
     error = {"code": code, "message": message}
-    tx.jobs.fail(job_id, error, now)
-    updated = tx.job(job_id)
+    await tx.jobs.fail(job_id, error, now)
+    updated = await tx.jobs.get(job_id)
     assert updated is not None  # noqa: S101
     data = updated.notification_data()
     if details:
         data["details"] = details
-    tx.add_event(job_id, "job.failed", source, now, data, dedupe="failed")
+    await append_event(tx, job_id, "job.failed", source, now, data, dedupe="failed")
     return updated
 
 
@@ -228,27 +232,27 @@ CALLBACK_EVENTS_LATE = 5
 Kept = Literal["stored", "duplicate", "dropped"]
 
 
-def _full(tx: Tx, job_id: str) -> Job:
-    job = tx.job(job_id)
+async def _full(tx: Tx, job_id: str) -> Job:
+    job = await tx.jobs.get(job_id)
     assert job is not None  # noqa: S101 - the caller read it in this transaction
     return job
 
 
-def _keep_callback(
+async def _keep_callback(
     tx: Tx, job_id: str, ended: bool, type_: str, now: float, data: dict[str, Any], dedupe: str
 ) -> Kept:
     """Store a callback's event once per dedupe key, within the job's callback budget."""
-    rows = tx.jobs
-    stored, late = rows.callback_budget(job_id)
+    stored, late = await tx.jobs.callback_budget(job_id)
     if stored < CALLBACK_EVENTS and (not ended or late < CALLBACK_EVENTS_LATE):
-        if tx.add_event(job_id, type_, "callback", now, data, dedupe) is None:
+        if await append_event(tx, job_id, type_, "callback", now, data, dedupe) is None:
             return "duplicate"
-        rows.count_callback(job_id, ended)
+        await tx.jobs.count_callback(job_id, ended)
         return "stored"
-    if rows.has_event(job_id, dedupe):
+    if await tx.events.exists(job_id, dedupe):
         return "duplicate"
-    rows.count_dropped(job_id)
-    tx.add_event(
+    await tx.jobs.count_dropped(job_id)
+    await append_event(
+        tx,
         job_id,
         "callback.dropped",
         "system",
@@ -264,11 +268,11 @@ def _keep_callback(
     return "dropped"
 
 
-def record_callback(
+async def record_callback(
     tx: Tx, job_id: str, raw: str, heard: CallbackReport, digest: str, now: float
 ) -> tuple[CallbackOutcome, Job | Head | None]:
     """Record a callback its adapter parsed; apply what needs no confirmation, schedule the rest."""
-    job = tx.jobs.head(job_id)
+    job = await tx.jobs.head(job_id)
     if job is None:
         return "ignored", None
     status, raw_status, request_id = heard.status, heard.raw_status, heard.request_id
@@ -281,7 +285,9 @@ def record_callback(
             "expected": job.provider_job_id,
             "body": raw[:4096],
         }
-        kept = _keep_callback(tx, job_id, ended, "callback.rejected", now, detail, f"rej:{digest}")
+        kept = await _keep_callback(
+            tx, job_id, ended, "callback.rejected", now, detail, f"rej:{digest}"
+        )
         return ("duplicate" if kept == "duplicate" else "mismatch"), job
     if (
         status is not None
@@ -291,10 +297,12 @@ def record_callback(
     ):
         # The common case: one event, the job's new state, with the raw callback inside.
         report = Report(status, str(raw_status), progress=heard.progress)
-        updated, _ = _transition(tx, job, report, "callback", now, {"callback": received})
+        updated, _ = await _transition(tx, job, report, "callback", now, {"callback": received})
         return "applied", updated
     # Anything else is kept as received (once per distinct body) and decided by the provider.
-    kept = _keep_callback(tx, job_id, ended, "callback.received", now, received, f"cb:{digest}")
+    kept = await _keep_callback(
+        tx, job_id, ended, "callback.received", now, received, f"cb:{digest}"
+    )
     if kept == "duplicate":
         return "duplicate", job
     done: CallbackOutcome = "recorded" if kept == "stored" else "dropped"
@@ -306,27 +314,29 @@ def record_callback(
         return done, job  # claimed already: a flood of variants must not force more polls
     if status.terminal:
         # The URL is a bearer secret: a terminal report is confirmed with the provider first.
-        tx.jobs.claim(job_id, status, now if job.provider_job_id else job.next_poll_at)
+        await tx.jobs.claim(job_id, status, now if job.provider_job_id else job.next_poll_at)
         if job.provider_job_id:
-            tx.signal("poll")
+            tx.notify("poll")
         return "confirm", job
     # Before the submission answer: recorded now, confirmed by a poll once the id is known.
-    tx.jobs.note_claim(job_id, status)
+    await tx.jobs.note_claim(job_id, status)
     return done, job
 
 
-def reject_callback(
+async def reject_callback(
     tx: Tx, job_id: str, reason: str, now: float, detail: dict[str, Any], digest: str
 ) -> None:
     """Record a refused callback against its job (once per body), so nothing goes unexplained."""
-    job = tx.jobs.head(job_id)
+    job = await tx.jobs.head(job_id)
     if job is not None:
         data = {"reason": reason, **detail}
         dedupe = f"{reason}:{digest}"
-        _keep_callback(tx, job_id, job.status.terminal, "callback.rejected", now, data, dedupe)
+        await _keep_callback(
+            tx, job_id, job.status.terminal, "callback.rejected", now, data, dedupe
+        )
 
 
-def claim_due(
+async def claim_due(
     tx: Tx,
     provider: str,
     now: float,
@@ -337,7 +347,9 @@ def claim_due(
 ) -> list[Job]:
     """Lease up to `limit` jobs whose poll is due, or whose lease (a poll, a submission) is
     held by a dead owner: one whose heartbeat is stale or whose row is gone."""
-    claimed = tx.jobs.claim_due(provider, now, limit, owner, now + lease, owners.alive_after(now))
+    claimed = await tx.jobs.claim_due(
+        provider, now, limit, owner, now + lease, owners.alive_after(now)
+    )
     if lateness is not None:
         # each job comes with the due time it had (a takeover's is the dead owner's lease end:
         # no lateness of the schedule's)
@@ -345,17 +357,17 @@ def claim_due(
     return [job for job, _ in claimed]
 
 
-def next_due(tx: Tx, provider: str) -> float | None:
+async def next_due(tx: Tx, provider: str) -> float | None:
     """The earliest poll time scheduled for a provider."""
-    return tx.jobs.next_due(provider)
+    return await tx.jobs.next_due(provider)
 
 
-def release(tx: Tx, owner: str, now: float) -> int:
+async def release(tx: Tx, owner: str, now: float) -> int:
     """Give up every job lease `owner` holds (a drain's end): due now, for whoever is next."""
-    return tx.jobs.release(owner, now)
+    return await tx.jobs.release(owner, now)
 
 
-def record_poll(
+async def record_poll(
     tx: Tx,
     job_id: str,
     owner: str,
@@ -365,7 +377,7 @@ def record_poll(
     next_poll_at: float,
 ) -> tuple[Job | None, list[Event]]:
     """Apply a poll's answer (or its error), reschedule, and release the lease."""
-    job = tx.job(job_id)
+    job = await tx.jobs.get(job_id)
     if job is None:
         return None, []
     events: list[Event] = []
@@ -375,7 +387,8 @@ def record_poll(
         # A terminal callback the provider does not confirm is refused; an early
         # non-terminal one is confirmed by any report at or past its state.
         if claimed is not None and claimed.terminal and claimed is not report.status:
-            tx.add_event(
+            await append_event(
+                tx,
                 job_id,
                 "callback.rejected",
                 "poll",
@@ -387,20 +400,22 @@ def record_poll(
                 },
                 dedupe=f"unconfirmed:{job.callback_status}:{report.raw_status}",
             )
-        job, events = _transition(tx, job, report, source, now)
-        tx.jobs.poll_answered(job_id)
+        job, events = await _transition(tx, job, report, source, now)
+        await tx.jobs.poll_answered(job_id)
     elif error is not None:
         if job.poll_errors == 0:
-            event = tx.add_event(job_id, "poll.error", "poll", now, {"error": error[:1000]})
+            event = await append_event(
+                tx, job_id, "poll.error", "poll", now, {"error": error[:1000]}
+            )
             if event:
                 events.append(event)
-        tx.jobs.poll_failed(job_id)
+        await tx.jobs.poll_failed(job_id)
     if not job.status.terminal:
-        tx.jobs.next_poll(job_id, next_poll_at)
-    tx.jobs.unlease_held(job_id, owner)
-    return tx.job(job_id), events
+        await tx.jobs.next_poll(job_id, next_poll_at)
+    await tx.jobs.unlease_held(job_id, owner)
+    return await tx.jobs.get(job_id), events
 
 
-def reschedule(tx: Tx, rows: list[tuple[float, str, str]]) -> None:
+async def reschedule(tx: Tx, rows: list[tuple[float, str, str]]) -> None:
     """Set the next poll of jobs whose poll changed nothing, and release their leases."""
-    tx.jobs.reschedule(rows)
+    await tx.jobs.reschedule(rows)

@@ -46,79 +46,106 @@ def default_pace(kind: str) -> tuple[bool, float | None, int]:
     return True, {"discord": 2.0}.get(kind, 1.0), 1
 
 
-class Fanout:
-    """The event hook: one delivery per matching destination, in the event's transaction."""
+class _Subscriptions:
+    """This process's copy of the subscriptions, checked against their version in each unit."""
+
+    __slots__ = ("items", "version")
 
     def __init__(self) -> None:
-        self._version: str | None = None
-        self._subs: list[Subscription] = []
+        self.version: str | None = None
+        self.items: list[Subscription] = []
 
-    def _active(self, tx: Tx) -> list[Subscription]:
-        subscriptions = tx.subscriptions
-        version = subscriptions.version()
-        if version != self._version:
-            self._subs = subscriptions.all()
-            self._version = version
-        return self._subs
 
-    def __call__(self, tx: Tx, event: Event, job: Job | None) -> None:
-        if event.job_id is None or event.type not in NOTIFY_TYPES:
-            return
-        rows: list[NewDelivery] = []
-        now = event.created_at
-        for sub in self._active(tx):
-            if sub.wants(event.type, event.data):
-                ordered, _, _ = default_pace(sub.kind)
-                rows.append(
-                    NewDelivery(
-                        signing.new_message_id(),
-                        sub.id,
-                        event.job_id,
-                        event.id,
-                        event.type,
-                        sub.kind,
-                        None,
-                        ordered,
-                        now,
-                    )
+async def _active(tx: Tx) -> list[Subscription]:
+    cached = tx.memo.get("subscriptions")
+    if not isinstance(cached, _Subscriptions):
+        cached = tx.memo["subscriptions"] = _Subscriptions()
+    version = await tx.subscriptions.version()
+    if version != cached.version:
+        cached.items = await tx.subscriptions.all()
+        cached.version = version
+    return cached.items
+
+
+async def append_event(
+    tx: Tx,
+    job_id: str | None,
+    type_: str,
+    source: str,
+    now: float,
+    data: dict[str, Any],
+    dedupe: str | None = None,
+    job: Job | None = None,
+) -> Event | None:
+    """Append an event and, in the same transaction, its deliveries: one per matching
+    destination. None when the job has an event under `dedupe` already.
+
+    `job` is the job as this event leaves it (it saves the fan-out a query)."""
+    event = await tx.events.append(job_id, type_, source, now, data, dedupe)
+    if event is None:
+        return None
+    tx.notify("events")
+    if event.job_id is not None and event.type in NOTIFY_TYPES:
+        await _fan_out(tx, event, job)
+    return event
+
+
+async def _fan_out(tx: Tx, event: Event, job: Job | None) -> None:
+    assert event.job_id is not None  # noqa: S101 - checked by the caller
+    rows: list[NewDelivery] = []
+    now = event.created_at
+    for sub in await _active(tx):
+        if sub.wants(event.type, event.data):
+            ordered, _, _ = default_pace(sub.kind)
+            rows.append(
+                NewDelivery(
+                    signing.new_message_id(),
+                    sub.id,
+                    event.job_id,
+                    event.id,
+                    event.type,
+                    sub.kind,
+                    None,
+                    ordered,
+                    now,
                 )
-        if job is None:
-            job = tx.job(event.job_id)
-        if job is not None and job.webhook:
-            names = job.webhook_events or ["completed"]
-            if any(event.type in JOB_FILTERS.get(n, ()) for n in names):
-                rows.append(
-                    NewDelivery(
-                        signing.new_message_id(),
-                        None,
-                        event.job_id,
-                        event.id,
-                        event.type,
-                        "webhook",
-                        job.webhook,
-                        False,
-                        now,
-                    )
+            )
+    if job is None:
+        job = await tx.jobs.get(event.job_id)
+    if job is not None and job.webhook:
+        names = job.webhook_events or ["completed"]
+        if any(event.type in JOB_FILTERS.get(n, ()) for n in names):
+            rows.append(
+                NewDelivery(
+                    signing.new_message_id(),
+                    None,
+                    event.job_id,
+                    event.id,
+                    event.type,
+                    "webhook",
+                    job.webhook,
+                    False,
+                    now,
                 )
-        if rows:
-            tx.deliveries.add(rows)
-            tx.signal("deliveries")
+            )
+    if rows:
+        await tx.deliveries.add(rows)
+        tx.notify("deliveries")
 
 
 # -- subscriptions -------------------------------------------------------------------------
 
 
-def get_subscription(tx: Tx, sub_id: str) -> Subscription | None:
+async def get_subscription(tx: Tx, sub_id: str) -> Subscription | None:
     """A subscription by id, read inside the transaction."""
-    return tx.subscriptions.get(sub_id)
+    return await tx.subscriptions.get(sub_id)
 
 
-def create_subscription(tx: Tx, fields: dict[str, Any], now: float) -> Subscription:
+async def create_subscription(tx: Tx, fields: dict[str, Any], now: float) -> Subscription:
     """Insert a subscription; a webhook one gets a whsec_ secret."""
     _, rate, in_flight = default_pace(fields["kind"])
     sub_id = new_subscription_id()
-    subscriptions = tx.subscriptions
-    subscriptions.insert(
+    await tx.subscriptions.insert(
         Subscription(
             id=sub_id,
             url=fields["url"],
@@ -139,17 +166,17 @@ def create_subscription(tx: Tx, fields: dict[str, Any], now: float) -> Subscript
             updated_at=now,
         )
     )
-    subscriptions.bump()
-    sub = subscriptions.get(sub_id)
+    await tx.subscriptions.bump()
+    sub = await tx.subscriptions.get(sub_id)
     assert sub is not None  # noqa: S101
     return sub
 
 
-def update_subscription(
+async def update_subscription(
     tx: Tx, sub_id: str, changes: dict[str, Any], now: float
 ) -> Subscription | None:
     """Apply a PATCH: url, events, filter, template, description, paused."""
-    sub = get_subscription(tx, sub_id)
+    sub = await get_subscription(tx, sub_id)
     if sub is None:
         return None
     sets: dict[str, Any] = {}
@@ -167,20 +194,19 @@ def update_subscription(
             sets["failing_since"] = None
     if sets:
         sets["updated_at"] = now
-        tx.subscriptions.update(sub_id, sets)
-        tx.subscriptions.bump()
+        await tx.subscriptions.update(sub_id, sets)
+        await tx.subscriptions.bump()
         if changes.get("paused") is False:
-            tx.signal("deliveries")
-    return get_subscription(tx, sub_id)
+            tx.notify("deliveries")
+    return await get_subscription(tx, sub_id)
 
 
-def delete_subscription(tx: Tx, sub_id: str, now: float) -> bool:
+async def delete_subscription(tx: Tx, sub_id: str, now: float) -> bool:
     """Delete a subscription; its pending deliveries are canceled (kept in the log)."""
-    subscriptions = tx.subscriptions
-    if not subscriptions.delete(sub_id):
+    if not await tx.subscriptions.delete(sub_id):
         return False
-    tx.deliveries.cancel_pending(sub_id, now, "subscription deleted")
-    subscriptions.bump()
+    await tx.deliveries.cancel_pending(sub_id, now, "subscription deleted")
+    await tx.subscriptions.bump()
     return True
 
 
@@ -208,9 +234,9 @@ class ServiceSecret:
         return out
 
 
-def service_secret(tx: Tx) -> ServiceSecret:
+async def service_secret(tx: Tx) -> ServiceSecret:
     """The service-wide secret, made on first use (OR IGNORE: two processes keep one)."""
-    values = tx.subscriptions.service_secret(signing.new_secret())
+    values = await tx.subscriptions.service_secret(signing.new_secret())
     until = values.get("webhook_secret_previous_until")
     return ServiceSecret(
         values["webhook_secret"],
@@ -219,30 +245,31 @@ def service_secret(tx: Tx) -> ServiceSecret:
     )
 
 
-def rotate_service_secret(tx: Tx, now: float) -> ServiceSecret:
+async def rotate_service_secret(tx: Tx, now: float) -> ServiceSecret:
     """A new service-wide secret; the old one keeps signing for 24 hours beside it."""
-    old = service_secret(tx)
-    tx.subscriptions.set_service_secret(signing.new_secret(), old.current, now + ROTATION_OVERLAP)
-    return service_secret(tx)
+    old = await service_secret(tx)
+    await tx.subscriptions.set_service_secret(
+        signing.new_secret(), old.current, now + ROTATION_OVERLAP
+    )
+    return await service_secret(tx)
 
 
-def rotate_secret(tx: Tx, sub_id: str, now: float) -> Subscription | None:
+async def rotate_secret(tx: Tx, sub_id: str, now: float) -> Subscription | None:
     """A new secret; the old one keeps signing for 24 hours beside it."""
-    sub = get_subscription(tx, sub_id)
+    sub = await get_subscription(tx, sub_id)
     if sub is None or sub.kind != "webhook":
         return sub
-    subscriptions = tx.subscriptions
-    subscriptions.rotate_secret(sub_id, signing.new_secret(), now + ROTATION_OVERLAP, now)
-    subscriptions.bump()
-    return get_subscription(tx, sub_id)
+    await tx.subscriptions.rotate_secret(sub_id, signing.new_secret(), now + ROTATION_OVERLAP, now)
+    await tx.subscriptions.bump()
+    return await get_subscription(tx, sub_id)
 
 
-def pause(tx: Tx, sub_id: str, reason: str, now: float) -> None:
+async def pause(tx: Tx, sub_id: str, reason: str, now: float) -> None:
     """Pause a subscription for a reason of the relay's own and record it as an event."""
-    subscriptions = tx.subscriptions
-    if subscriptions.pause(sub_id, reason, now):
-        subscriptions.bump()
-        tx.add_event(
+    if await tx.subscriptions.pause(sub_id, reason, now):
+        await tx.subscriptions.bump()
+        await append_event(
+            tx,
             None,
             "subscription.paused",
             "system",
@@ -251,7 +278,7 @@ def pause(tx: Tx, sub_id: str, reason: str, now: float) -> None:
         )
 
 
-def send_test(tx: Tx, sub: Subscription, now: float) -> Delivery:
+async def send_test(tx: Tx, sub: Subscription, now: float) -> Delivery:
     """Record a test event and one delivery of it to this subscription only."""
     sample: NotificationData = {
         "id": "job_test",
@@ -267,15 +294,17 @@ def send_test(tx: Tx, sub: Subscription, now: float) -> Delivery:
         "created_at": iso(now),
         "updated_at": iso(now),
     }
-    event = tx.add_event(None, TEST_TYPE, "api", now, {**sample, "subscription_id": sub.id})
+    event = await append_event(
+        tx, None, TEST_TYPE, "api", now, {**sample, "subscription_id": sub.id}
+    )
     assert event is not None  # noqa: S101
     ordered, _, _ = default_pace(sub.kind)
     delivery_id = signing.new_message_id()
-    tx.deliveries.add(
+    await tx.deliveries.add(
         [NewDelivery(delivery_id, sub.id, None, event.id, TEST_TYPE, sub.kind, None, ordered, now)]
     )
-    tx.signal("deliveries")
-    found = get_delivery(tx, delivery_id)
+    tx.notify("deliveries")
+    found = await get_delivery(tx, delivery_id)
     assert found is not None  # noqa: S101
     return found
 
@@ -283,9 +312,9 @@ def send_test(tx: Tx, sub: Subscription, now: float) -> Delivery:
 # -- deliveries ----------------------------------------------------------------------------
 
 
-def get_delivery(tx: Tx, delivery_id: str) -> Delivery | None:
+async def get_delivery(tx: Tx, delivery_id: str) -> Delivery | None:
     """A delivery by id, read inside the transaction."""
-    return tx.deliveries.get(delivery_id)
+    return await tx.deliveries.get(delivery_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,28 +326,27 @@ class Claimed:
     events: dict[int, Event]
 
 
-def claim(tx: Tx, now: float, limit: int, owner: str, lease: float) -> Claimed:
+async def claim(tx: Tx, now: float, limit: int, owner: str, lease: float) -> Claimed:
     """Lease due deliveries (and those leased by a dead owner: its heartbeat stale or its row
     gone): the head only for ordered destinations, never more per subscription than its
     max_in_flight less those in flight, and for a paced one (rate_per_second) one at a time
     and not before its next_send_at, which the same transaction moves on by 1/rate."""
-    deliveries = tx.deliveries.claim(now, limit, owner, lease, owners.alive_after(now))
+    deliveries = await tx.deliveries.claim(now, limit, owner, lease, owners.alive_after(now))
     if not deliveries:
         return Claimed(deliveries, {}, {})
     sub_ids = {d.subscription_id for d in deliveries if d.subscription_id}
-    subscriptions = tx.subscriptions
     # A paced subscription's next message waits 1/rate, whichever process claims it.
-    subscriptions.pace(sub_ids, now)
-    subs = subscriptions.by_ids(sub_ids)
-    events = tx.deliveries.events(d.event_id for d in deliveries)
+    await tx.subscriptions.pace(sub_ids, now)
+    subs = await tx.subscriptions.by_ids(sub_ids)
+    events = await tx.events.by_ids(d.event_id for d in deliveries)
     return Claimed(deliveries, subs, events)
 
 
-def release(tx: Tx, owner: str, now: float) -> int:
+async def release(tx: Tx, owner: str, now: float) -> int:
     """Give up every delivery `owner` has leased (a drain's end): due now, for whoever is next."""
-    released = tx.deliveries.release(owner, now)
+    released = await tx.deliveries.release(owner, now)
     if released:
-        tx.signal("deliveries")
+        tx.notify("deliveries")
     return released
 
 
@@ -341,12 +369,11 @@ class Attempt:
     not_before: float | None = None
 
 
-def record_attempt(
+async def record_attempt(
     tx: Tx, delivery: Delivery, owner: str, attempt: Attempt, now: float, pause_after: float
 ) -> None:
     """Log the attempt and move the delivery on: delivered, rescheduled or failed."""
-    deliveries = tx.deliveries
-    deliveries.log_attempt(
+    await tx.deliveries.log_attempt(
         delivery.id,
         now,
         attempt.status_code,
@@ -360,7 +387,7 @@ def record_attempt(
         status, due = "pending", attempt.retry_at
     else:
         status, due = "failed", None
-    deliveries.settle(
+    await tx.deliveries.settle(
         delivery.id,
         status,
         due,
@@ -370,22 +397,21 @@ def record_attempt(
         now,
     )
     if status == "pending":
-        tx.signal("deliveries")  # the next one of an ordered destination may be due now
+        tx.notify("deliveries")  # the next one of an ordered destination may be due now
     if delivery.subscription_id is None:
         return
-    subscriptions = tx.subscriptions
     if attempt.not_before is not None:
         # Written where every process's claim reads it; never moved earlier.
-        subscriptions.not_before(delivery.subscription_id, attempt.not_before)
+        await tx.subscriptions.not_before(delivery.subscription_id, attempt.not_before)
     if attempt.delivered:
-        subscriptions.succeeded(delivery.subscription_id)
+        await tx.subscriptions.succeeded(delivery.subscription_id)
         return
-    failing_since = subscriptions.failed(delivery.subscription_id, now)
+    failing_since = await tx.subscriptions.failed(delivery.subscription_id, now)
     if attempt.gone:
-        pause(tx, delivery.subscription_id, "the subscriber answered 410 Gone", now)
+        await pause(tx, delivery.subscription_id, "the subscriber answered 410 Gone", now)
         return
     if failing_since is not None and now - failing_since >= pause_after:
-        pause(
+        await pause(
             tx,
             delivery.subscription_id,
             f"every delivery failed for {pause_after / 86400:g} days",
@@ -393,12 +419,12 @@ def record_attempt(
         )
 
 
-def retry_now(tx: Tx, delivery_id: str, now: float) -> Delivery | None:
+async def retry_now(tx: Tx, delivery_id: str, now: float) -> Delivery | None:
     """Send a delivery again now, with a fresh retry schedule (not one whose subscription
     was deleted: it has nowhere to go)."""
-    found = get_delivery(tx, delivery_id)
+    found = await get_delivery(tx, delivery_id)
     if found is None or found.status == "canceled":
         return found
-    tx.deliveries.retry(delivery_id, now)
-    tx.signal("deliveries")
-    return get_delivery(tx, delivery_id)
+    await tx.deliveries.retry(delivery_id, now)
+    tx.notify("deliveries")
+    return await get_delivery(tx, delivery_id)

@@ -31,36 +31,36 @@ def alive_after(now: float) -> float:
     return now - DEAD_AFTER
 
 
-def register(tx: Tx, owner: str, host: str, pid: int, now: float) -> float | None:
+async def register(tx: Tx, owner: str, host: str, pid: int, now: float) -> float | None:
     """Record this process as a live owner; returns what `beat` returns."""
-    tx.owners.upsert(owner, host, pid, now)
-    return _reap(tx, owner, now, tx.owners.oldest_other(owner))
+    await tx.owners.upsert(owner, host, pid, now)
+    return await _reap(tx, owner, now, await tx.owners.oldest_other(owner))
 
 
-def beat(tx: Tx, owner: str, host: str, pid: int, now: float) -> float | None:
+async def beat(tx: Tx, owner: str, host: str, pid: int, now: float) -> float | None:
     """Refresh this owner's heartbeat and drop owners found dead (waking the workers, whose
     claims then take their leases over); returns the oldest heartbeat of another owner."""
-    found, oldest = tx.owners.beat(owner, now)
+    found, oldest = await tx.owners.beat(owner, now)
     if not found:
         # Another process took this one for dead (no beat for DEAD_AFTER: a stalled loop or
         # disk) and may have taken its leases; from now on it is alive again.
         log.warning("this process's owner row was gone (taken for dead): registering again")
-        return register(tx, owner, host, pid, now)
-    return _reap(tx, owner, now, oldest)
+        return await register(tx, owner, host, pid, now)
+    return await _reap(tx, owner, now, oldest)
 
 
-def _reap(tx: Tx, owner: str, now: float, oldest: float | None) -> float | None:
+async def _reap(tx: Tx, owner: str, now: float, oldest: float | None) -> float | None:
     if oldest is None or oldest > alive_after(now):
         return oldest
-    if tx.owners.drop_silent(owner, alive_after(now)):
+    if await tx.owners.drop_silent(owner, alive_after(now)):
         for channel in CHANNELS:
-            tx.signal(channel)
-    return tx.owners.oldest_other(owner)
+            tx.notify(channel)
+    return await tx.owners.oldest_other(owner)
 
 
-def unregister(tx: Tx, owner: str) -> None:
+async def unregister(tx: Tx, owner: str) -> None:
     """Remove this owner's row: whatever lease it still holds is free at once."""
-    tx.owners.remove(owner)
+    await tx.owners.remove(owner)
 
 
 class Heartbeat:

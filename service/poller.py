@@ -162,10 +162,10 @@ class Poller:
             self._quiet.append((next_at, job.id, owner))
             return
 
-        def unit(tx: Tx) -> None:
-            updated, _ = ledger.record_poll(tx, job.id, owner, report, error, now, next_at)
+        async def unit(tx: Tx) -> None:
+            updated, _ = await ledger.record_poll(tx, job.id, owner, report, error, now, next_at)
             if timed_out and updated is not None and not updated.status.terminal:
-                ledger.fail_job(
+                await ledger.fail_job(
                     tx,
                     job.id,
                     "timeout",
@@ -190,9 +190,9 @@ class Poller:
         owner, lease = self._owner, self._lease
         late: list[float] = []
 
-        def unit(tx: Tx) -> tuple[list[Job], float | None]:
-            claimed = ledger.claim_due(tx, provider, now, limit, owner, lease, late)
-            return claimed, ledger.next_due(tx, provider)
+        async def unit(tx: Tx) -> tuple[list[Job], float | None]:
+            claimed = await ledger.claim_due(tx, provider, now, limit, owner, lease, late)
+            return claimed, await ledger.next_due(tx, provider)
 
         claimed, due = await self._store.write(unit)
         for seconds in late:

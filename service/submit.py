@@ -170,9 +170,9 @@ class Submitter:
             body = error.body()
             now = self._clock()
 
-            def failed(tx: Tx) -> None:
-                ledger.fail_job(tx, job_id, exc.code, exc.message, "api", now, exc.details())
-                ledger.store_answer(tx, key, error.status, body)
+            async def failed(tx: Tx) -> None:
+                await ledger.fail_job(tx, job_id, exc.code, exc.message, "api", now, exc.details())
+                await ledger.store_answer(tx, key, error.status, body)
 
             await self._store.write(failed)
             return error.status, body

@@ -1,36 +1,66 @@
-"""The store: what it holds (base) and the SQLite adapter that keeps it."""
+"""The store: the seam every engine's adapter meets (base) and how a database is opened."""
 
 from __future__ import annotations
 
-from service import jobs
 from service.store.base import (
     Event,
-    EventHook,
-    Fn,
     Idempotent,
     Job,
+    Store,
     Tx,
-    _idem,
+    Unit,
     body_hash,
     dumps,
     iso,
 )
-from service.store.sqlite import PROBE_BYTES, Store, _migrations, storage_error
+from service.store.model import _idem
+
+LOCK_WAIT = 10.0
 
 __all__ = [
-    "PROBE_BYTES",
     "Event",
-    "EventHook",
-    "Fn",
     "Idempotent",
     "Job",
     "Store",
     "Tx",
+    "Unit",
     "_idem",
-    "_migrations",
     "body_hash",
+    "check_store",
     "dumps",
+    "engine_of",
     "iso",
-    "jobs",
-    "storage_error",
+    "open_store",
 ]
+
+
+def engine_of(database: str) -> str:
+    """Which adapter keeps `database`: "postgresql" for a postgresql:// URL, else "sqlite"."""
+    scheme = database.partition("://")[0].lower() if "://" in database else ""
+    return "postgresql" if scheme in ("postgresql", "postgres") else "sqlite"
+
+
+def _sqlite_path(database: str) -> str:
+    """A path, or a sqlite:/// URL's path."""
+    if database.lower().startswith("sqlite://"):
+        return database[len("sqlite://") :] or ":memory:"
+    return database
+
+
+async def open_store(database: str, *, lock_wait: float = LOCK_WAIT) -> Store:
+    """Open (creating and migrating as needed) the database named by `database`.
+
+    A write waits up to `lock_wait` seconds for another connection's lock.
+    Raises StorageUnavailable when it cannot be opened or written."""
+    from service.store.sqlite import SqliteStore
+
+    return await SqliteStore.open(_sqlite_path(database), lock_wait=lock_wait)
+
+
+async def check_store(database: str) -> None:
+    """Open the database and store a probe; StorageUnavailable says why not."""
+    store = await open_store(database)
+    try:
+        await store.probe()
+    finally:
+        await store.close()

@@ -1,76 +1,32 @@
-"""What the store holds and hands out: jobs, events, idempotency keys, and the unit of work."""
+"""The store seam: what every engine's adapter provides, as protocols over the project's records.
+
+A unit of work is `async def unit(tx) -> T`, run by `Store.write` in one transaction; it calls
+repository methods (`await tx.jobs.update(...)`), never SQL. An engine may run units one after
+another (SQLite: a group-commit batch whose methods never suspend) or many at once (PostgreSQL:
+one transaction per unit on a pooled connection); units must not rely on either."""
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
+from service.jobs import Status
 from service.store.codec import dumps as dumps
 from service.store.codec import iso as iso
+from service.store.model import Head
 from service.store.model import Idempotent as Idempotent
 from service.store.model import Job as Job
-from service.store.model import _idem as _idem
+from service.store.records import Counts, Delivery, DeliveryLog, NewDelivery, Subscription
 from service.store.records import Event as Event
-from service.store.sqlite_jobs import Idempotency, Jobs
-from service.store.sqlite_outbox import Deliveries, Subscriptions
-from service.store.sqlite_owners import Owners
 
-Fn = Callable[["Tx"], Any]
-EventHook = Callable[["Tx", "Event", "Job | None"], None]
+T = TypeVar("T")
 
 
-class Tx:
-    """One unit of work inside a group-commit batch; `signal` wakes waiters after the commit."""
+class EventsRepo(Protocol):
+    """The append-only event log as one unit of work sees it."""
 
-    __slots__ = ("conn", "hooks", "signals")
-
-    def __init__(self, conn: sqlite3.Connection, hooks: list[EventHook]) -> None:
-        self.conn = conn
-        self.hooks = hooks
-        self.signals: set[str] = set()
-
-    def signal(self, name: str) -> None:
-        """Wake whoever waits on `name` once this transaction has committed."""
-        self.signals.add(name)
-
-    @property
-    def owners(self) -> Owners:
-        """The owners rows (process liveness); built when used: other units pay nothing."""
-        return Owners(self.conn)
-
-    @property
-    def subscriptions(self) -> Subscriptions:
-        """The subscriptions rows; built when used, like `owners`."""
-        return Subscriptions(self.conn)
-
-    @property
-    def deliveries(self) -> Deliveries:
-        """The deliveries rows and their attempt log; built when used, like `owners`."""
-        return Deliveries(self.conn)
-
-    @property
-    def jobs(self) -> Jobs:
-        """The jobs rows (state, callbacks, poll leases); built when used."""
-        return Jobs(self.conn)
-
-    @property
-    def idempotency(self) -> Idempotency:
-        """The idempotency keys; built when used."""
-        return Idempotency(self.conn)
-
-    def one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        """The first row of a query."""
-        row: sqlite3.Row | None = self.conn.execute(sql, tuple(params)).fetchone()
-        return row
-
-    def job(self, job_id: str) -> Job | None:
-        """A job by id, read inside the transaction."""
-        row = self.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return Job.from_row(row) if row else None
-
-    def add_event(
+    async def append(
         self,
         job_id: str | None,
         type_: str,
@@ -78,23 +34,360 @@ class Tx:
         now: float,
         data: dict[str, Any],
         dedupe: str | None = None,
-        job: Job | None = None,
     ) -> Event | None:
-        """Append an event; None when an event with the same dedupe key already exists.
+        """Append an event; None when the job has an event under `dedupe` already.
 
-        `job` is the job as this event leaves it, for the hooks (it saves them a query)."""
-        cur = self.conn.execute(
-            "INSERT OR IGNORE INTO events (job_id, type, source, created_at, data, dedupe)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (job_id, type_, source, now, dumps(data), dedupe),
-        )
-        if cur.rowcount == 0:
-            return None
-        event = Event(int(cur.lastrowid or 0), job_id, type_, source, now, data)
-        for hook in self.hooks:
-            hook(self, event, job)
-        self.signal("events")
-        return event
+        Its id is a cursor: a reader that saw it never later sees a smaller new one."""
+
+    async def exists(self, job_id: str, dedupe: str) -> bool:
+        """Whether the job has an event under this dedupe key."""
+
+    async def by_ids(self, event_ids: Iterable[int]) -> dict[int, Event]:
+        """These events, by id (what the deliveries carry)."""
+
+
+class JobsRepo(Protocol):
+    """The jobs rows as one unit of work sees them; `service.ledger` decides what to do."""
+
+    async def in_flight(self, provider: str) -> int:
+        """Jobs of a provider that it is working on now, or that are being submitted to it."""
+
+    async def insert_submitting(
+        self,
+        job_id: str,
+        model: str,
+        provider: str,
+        input_: dict[str, Any],
+        metadata: dict[str, Any],
+        webhook: str | None,
+        webhook_events: list[str] | None,
+        now: float,
+        lease_until: float,
+        owner: str | None,
+    ) -> None:
+        """Insert a job as `submitting`, its due time (and `owner`'s lease) at `lease_until`."""
+
+    async def defer(self, job_id: str, due: float) -> None:
+        """Hold a job back, unleased, until `due`."""
+
+    async def push_back(self, job_id: str, due: float) -> None:
+        """A deferred job stays deferred: due again at `due`, no owner."""
+
+    async def undefer(self, job_id: str, now: float, lease_until: float) -> None:
+        """A deferred job is taken for submission, its lease running to `lease_until`."""
+
+    async def submitted(self, job_id: str, due: float) -> None:
+        """The submission's answer: first poll at `due`, lease released."""
+
+    async def unlease(self, job_id: str) -> None:
+        """Drop a job's lease, whoever holds it."""
+
+    async def get(self, job_id: str) -> Job | None:
+        """A job by id."""
+
+    async def head(self, job_id: str) -> Head | None:
+        """The head of a job."""
+
+    async def update(self, job_id: str, sets: Mapping[str, Any]) -> Job:
+        """Set the columns named in `sets` (fixed keys, never input) and return the job."""
+
+    async def fail(self, job_id: str, error: dict[str, Any], now: float) -> None:
+        """Mark a job failed with `error`: unscheduled, unclaimed, unleased."""
+
+    async def callback_budget(self, job_id: str) -> tuple[int, int]:
+        """The callback events stored for a job: in all, and after it ended."""
+
+    async def count_callback(self, job_id: str, ended: bool) -> None:
+        """One more callback event stored (and one more late one when the job had ended)."""
+
+    async def count_dropped(self, job_id: str) -> None:
+        """One more callback counted but not stored."""
+
+    async def claim(self, job_id: str, status: Status, due: float | None) -> None:
+        """A callback claims `status`: confirmed by a poll due at `due`, from the first attempt."""
+
+    async def note_claim(self, job_id: str, status: Status) -> None:
+        """A callback claims `status`, the schedule unchanged."""
+
+    async def claim_due(
+        self, provider: str, now: float, limit: int, owner: str, until: float, alive_after: float
+    ) -> list[tuple[Job, float | None]]:
+        """Lease to `owner` until `until` up to `limit` jobs that are due, or whose lease is
+        held by an owner not alive after `alive_after`; each with the due time it had."""
+
+    async def next_due(self, provider: str) -> float | None:
+        """The earliest poll time scheduled for a provider."""
+
+    async def release(self, owner: str, now: float) -> int:
+        """Every scheduled job `owner` leases: unleased and due at `now`."""
+
+    async def poll_answered(self, job_id: str) -> None:
+        """A poll had an answer: error count reset, callback claim settled."""
+
+    async def poll_failed(self, job_id: str) -> None:
+        """One more poll error in a row."""
+
+    async def next_poll(self, job_id: str, due: float) -> None:
+        """The next poll at `due`, one attempt later."""
+
+    async def unlease_held(self, job_id: str, owner: str) -> None:
+        """Drop a job's lease if `owner` holds it."""
+
+    async def reschedule(self, rows: Iterable[tuple[float, str, str]]) -> None:
+        """(due, job id, owner) rows: the next poll, one attempt later, the owner's lease
+        dropped; a job no longer leased by that owner, or unscheduled, is left alone."""
+
+
+class IdempotencyRepo(Protocol):
+    """The idempotency keys as one unit of work sees them."""
+
+    async def get(self, key: str) -> Idempotent | None:
+        """The key's record, if stored."""
+
+    async def add(self, key: str, request_hash: str, job_id: str, now: float) -> None:
+        """Store a key for the job its request creates; its answer comes later."""
+
+    async def answer(self, key: str, status_code: int, body: dict[str, Any]) -> None:
+        """Keep the answer given under a key."""
+
+
+class SubscriptionsRepo(Protocol):
+    """The subscriptions rows (and the service-wide secret) as one unit of work sees them."""
+
+    async def version(self) -> str:
+        """A value that changes whenever any subscription does."""
+
+    async def bump(self) -> None:
+        """Move the version on: every process's cached list is stale."""
+
+    async def all(self) -> list[Subscription]:
+        """Every subscription."""
+
+    async def get(self, sub_id: str) -> Subscription | None:
+        """A subscription by id."""
+
+    async def by_ids(self, sub_ids: Iterable[str]) -> dict[str, Subscription]:
+        """These subscriptions, by id."""
+
+    async def insert(self, sub: Subscription) -> None:
+        """Add a subscription (its seq is the store's to give)."""
+
+    async def update(self, sub_id: str, changes: Mapping[str, Any]) -> None:
+        """Set these columns (events a list, filter a dict or None) on one subscription."""
+
+    async def delete(self, sub_id: str) -> bool:
+        """Delete a subscription: whether it was there."""
+
+    async def rotate_secret(self, sub_id: str, secret: str, old_until: float, now: float) -> None:
+        """Make `secret` current; the current one becomes the old one until `old_until`."""
+
+    async def pause(self, sub_id: str, reason: str, now: float) -> bool:
+        """Pause an active subscription: whether it was active."""
+
+    async def pace(self, sub_ids: Iterable[str], now: float) -> None:
+        """A paced subscription's next message waits 1/rate from `now`."""
+
+    async def not_before(self, sub_id: str, when: float) -> None:
+        """Its next message waits until `when`; never moved earlier."""
+
+    async def succeeded(self, sub_id: str) -> None:
+        """A delivery got through: the subscription is not failing."""
+
+    async def failed(self, sub_id: str, now: float) -> float | None:
+        """A delivery failed: since when every one has (None when the row is gone)."""
+
+    async def service_secret(self, fresh: str) -> dict[str, str]:
+        """The service-wide secret's values by key, `fresh` stored first if there is none."""
+
+    async def set_service_secret(self, current: str, previous: str, previous_until: float) -> None:
+        """Store a new service-wide secret and the one it replaces."""
+
+
+class DeliveriesRepo(Protocol):
+    """The deliveries rows and their attempt log as one unit of work sees them."""
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        """A delivery by id."""
+
+    async def add(self, new: Sequence[NewDelivery]) -> None:
+        """Add pending deliveries, each due at once."""
+
+    async def cancel_pending(self, sub_id: str, now: float, reason: str) -> None:
+        """Cancel a subscription's pending deliveries (they stay in the log)."""
+
+    async def claim(
+        self, now: float, limit: int, owner: str, lease: float, alive_after: float
+    ) -> list[Delivery]:
+        """Lease due deliveries, and those leased by an owner not heard from after
+        `alive_after` (or gone), oldest first: the head only for ordered destinations, never
+        more per subscription than its max_in_flight less those in flight, one at a time for
+        a paced one and not before its next_send_at."""
+
+    async def release(self, owner: str, now: float) -> int:
+        """Give up every pending delivery `owner` has leased: due at `now`."""
+
+    async def log_attempt(
+        self,
+        delivery_id: str,
+        now: float,
+        status_code: int | None,
+        latency_ms: float,
+        response: str | None,
+        error: str | None,
+    ) -> None:
+        """Append one send to the attempt log."""
+
+    async def settle(
+        self,
+        delivery_id: str,
+        status: str,
+        due: float | None,
+        counts_round: bool,
+        status_code: int | None,
+        error: str | None,
+        now: float,
+    ) -> None:
+        """Move a pending delivery on after an attempt and drop its lease."""
+
+    async def retry(self, delivery_id: str, now: float) -> None:
+        """Make a delivery pending and due at `now` with a fresh retry schedule."""
+
+
+class OwnersRepo(Protocol):
+    """The owners rows as one unit of work sees them; `service.owners` decides what to do."""
+
+    async def upsert(self, owner: str, host: str, pid: int, now: float) -> None:
+        """Add this owner's row, or refresh its heartbeat if the row is there."""
+
+    async def beat(self, owner: str, now: float) -> tuple[bool, float | None]:
+        """Set this owner's heartbeat to `now`: whether its row was there, and the oldest
+        heartbeat of another owner (None when there is none)."""
+
+    async def oldest_other(self, owner: str) -> float | None:
+        """The oldest heartbeat of an owner other than `owner`."""
+
+    async def drop_silent(self, owner: str, alive_after: float) -> int:
+        """Delete the rows of other owners whose heartbeat is not later than `alive_after`."""
+
+    async def remove(self, owner: str) -> None:
+        """Delete this owner's row."""
+
+
+class Tx(Protocol):
+    """One unit of work's view of the store: its repositories and its wake-ups."""
+
+    @property
+    def jobs(self) -> JobsRepo:
+        """The jobs rows (state, callbacks, poll leases)."""
+
+    @property
+    def events(self) -> EventsRepo:
+        """The event log."""
+
+    @property
+    def idempotency(self) -> IdempotencyRepo:
+        """The idempotency keys."""
+
+    @property
+    def subscriptions(self) -> SubscriptionsRepo:
+        """The subscriptions rows and the service-wide secret."""
+
+    @property
+    def deliveries(self) -> DeliveriesRepo:
+        """The deliveries rows and their attempt log."""
+
+    @property
+    def owners(self) -> OwnersRepo:
+        """The owners rows (process liveness)."""
+
+    @property
+    def memo(self) -> dict[str, Any]:
+        """This process's memo for this database: caches that check themselves against it."""
+
+    def notify(self, channel: str) -> None:
+        """Wake whoever waits on `channel`, in every process, once this unit has committed."""
+
+
+Unit = Callable[[Tx], Awaitable[T]]
+
+
+class Store(Protocol):
+    """A database behind the seam: units of work, reads, wake-ups, health."""
+
+    # why writes fail now, while they fail for a reason of the storage's own; else None
+    refusing: str | None
+
+    @property
+    def where(self) -> str:
+        """The database named for people and logs: a path, or a URL without its password."""
+
+    async def write(self, fn: Unit[T]) -> T:
+        """Run `fn` in a write transaction; return once it is committed.
+
+        Raises StorageUnavailable (nothing of `fn` kept) when the storage refuses the write."""
+
+    def waiter(self, channel: str) -> Any:
+        """An asyncio.Event set whenever a unit notified `channel` (clear it before waiting)."""
+
+    async def close(self) -> None:
+        """Finish queued writes and close every connection."""
+
+    async def ping(self) -> None:
+        """A trivial read: StorageUnavailable when the database cannot answer."""
+
+    async def probe(self) -> None:
+        """Store a callback's worth of bytes and take them back, committed."""
+
+    async def limit_size(self, max_bytes: int | None) -> None:
+        """Cap the database's size where the engine can (SQLite); None lifts the cap."""
+
+    async def meta_get_or_set(self, key: str, make: Callable[[], str]) -> str:
+        """The stored value of `key`, storing `make()` first when there is none."""
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """A job by id."""
+
+    async def list_jobs(
+        self, *, status: str | None, model: str | None, before: int | None, limit: int
+    ) -> list[Job]:
+        """Jobs newest first, keyset-paginated on seq."""
+
+    async def events(
+        self, *, job_id: str | None = None, after: int = 0, limit: int = 100
+    ) -> list[Event]:
+        """Events oldest first after a cursor, for one job or for all."""
+
+    async def idempotent(self, key: str) -> Idempotent | None:
+        """A stored idempotency key."""
+
+    async def next_due(self, provider: str) -> float | None:
+        """The earliest poll time scheduled for a provider."""
+
+    async def get_subscription(self, sub_id: str) -> Subscription | None:
+        """A subscription by id."""
+
+    async def list_subscriptions(self, *, before: int | None, limit: int) -> list[Subscription]:
+        """Subscriptions newest first, keyset-paginated on seq."""
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryLog | None:
+        """A delivery and its attempts."""
+
+    async def list_deliveries(
+        self,
+        *,
+        subscription_id: str | None = None,
+        job_id: str | None = None,
+        status: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryLog]:
+        """Deliveries newest first, each with its attempt log; filters left None match all."""
+
+    async def counts(self) -> Counts:
+        """What /metrics shows of the database."""
+
+    async def next_attempt_due(self) -> float | None:
+        """When the next pending delivery is due."""
 
 
 def body_hash(body: bytes) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -17,3 +18,8 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def ids_json(values: Iterable[Any]) -> str:
+    """A set of ids as one JSON array parameter (sorted: the same set, the same text)."""
+    return dumps(sorted(set(values)))

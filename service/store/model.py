@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ class Job:
     deferred: bool = False
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
         """Decode a `SELECT * FROM jobs` row."""
         return cls(
             seq=row["seq"],
@@ -133,7 +133,7 @@ class Idempotent:
     response: dict[str, Any] | None
 
 
-def _idem(row: sqlite3.Row) -> Idempotent:
+def _idem(row: Mapping[str, Any]) -> Idempotent:
     return Idempotent(
         row["key"],
         row["request_hash"],

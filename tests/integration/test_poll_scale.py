@@ -15,7 +15,7 @@ CAP = 50
 POLL_MIN, POLL_MAX, JITTER = 1.0, 4.0, 0.2
 
 
-def _seed(tx: Tx, provider_ids: list[str], now: float) -> None:
+async def _seed(tx: Tx, provider_ids: list[str], now: float) -> None:
     rows = [
         (
             f"job_scale{i:05d}",
@@ -36,7 +36,7 @@ def _seed(tx: Tx, provider_ids: list[str], now: float) -> None:
         " created_at, updated_at, next_poll_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
-    tx.signal("poll")
+    tx.notify("poll")
 
 
 async def test_ten_thousand_jobs_polled_within_the_cap_and_never_early(

@@ -18,7 +18,9 @@ import pytest
 
 from service.errors import StorageUnavailable
 from service.sim.pixazo import PixazoSim
-from service.store import Store, Tx
+from service.store import Tx
+from service.store.sqlite.store import SqliteStore as Store
+from service.store.sqlite.store import on_connection
 from tests.conftest import IMAGE_JOB, Running, StartRelay
 
 TERMINAL = {"succeeded", "failed", "canceled"}
@@ -148,14 +150,16 @@ async def test_a_unit_that_does_not_fit_keeps_nothing_and_no_batch_mate_is_lost(
 ) -> None:
     store = await Store.open(str(tmp_path / "s.db"))
     try:
-        await store.write(lambda tx: tx.conn.execute("INSERT INTO meta VALUES ('mate', '')"))
+        await store.write(
+            on_connection(lambda conn: conn.execute("INSERT INTO meta VALUES ('mate', '')"))
+        )
         await store.limit_size(0)
 
-        def too_big(tx: Tx) -> None:
+        async def too_big(tx: Tx) -> None:
             tx.conn.execute("INSERT INTO meta (key, value) VALUES ('small', 'x')")
             tx.conn.execute("INSERT INTO meta (key, value) VALUES ('big', zeroblob(1000000))")
 
-        def mate(tx: Tx) -> None:
+        async def mate(tx: Tx) -> None:
             tx.conn.execute("UPDATE meta SET value = 'kept' WHERE key = 'mate'")
 
         # one batch: SQLite may drop the whole transaction on a full disk, and then the
@@ -186,7 +190,9 @@ async def test_database_file_and_the_folders_it_creates_are_private(tmp_path: Pa
     path = tmp_path / "data" / "inner" / "relay.db"
     store = await Store.open(str(path))
     try:
-        await store.write(lambda tx: tx.conn.execute("INSERT INTO meta VALUES ('k', 'v')"))
+        await store.write(
+            on_connection(lambda conn: conn.execute("INSERT INTO meta VALUES ('k', 'v')"))
+        )
         files = [path, path.with_name("relay.db-wal"), path.with_name("relay.db-shm")]
         for file in files:
             assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
@@ -223,7 +229,7 @@ async def test_open_failure_is_storage_unavailable_and_leaves_no_thread(
 
 
 def test_storage_errors_are_told_apart_from_other_database_errors() -> None:
-    from service.store import storage_error
+    from service.store.sqlite import storage_error
 
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE t (x UNIQUE)")

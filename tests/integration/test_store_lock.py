@@ -16,7 +16,8 @@ import pytest
 
 from service.errors import StorageUnavailable
 from service.sim.pixazo import PixazoSim
-from service.store import Store, Tx
+from service.store import Tx
+from service.store.sqlite.store import SqliteStore as Store
 from tests.conftest import StartRelay
 from tests.integration.helpers import held_job
 
@@ -121,7 +122,7 @@ async def test_a_write_that_outwaits_the_lock_wait_is_refused_and_the_next_one_g
 ) -> None:
     store = await Store.open(str(tmp_path / "s.db"), lock_wait=0.3)
 
-    def put(tx: Tx) -> None:
+    async def put(tx: Tx) -> None:
         tx.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('k', 'v')")
 
     try:

@@ -2,41 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from service import outbox
-from service.store import Store
+from service.store import Store, open_store
+
+ENGINES = ("sqlite",)
 
 
-async def _sqlite(folder: Path) -> Store:
-    return await Store.open(str(folder / "contract.db"))
-
-
-# engine name -> how to open a store of it in a test's own folder: empty the first time, and
-# the same database again when opened twice on one folder (two processes sharing it)
-ENGINES: dict[str, Callable[[Path], Awaitable[Store]]] = {"sqlite": _sqlite}
-
-
-@pytest.fixture(params=sorted(ENGINES))
+@pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
     """The engine under test."""
     name: str = request.param
     return name
 
 
-async def _opened(engine: str, folder: Path) -> Store:
-    opened = await ENGINES[engine](folder)
-    opened.hooks.append(outbox.Fanout())
-    return opened
+@pytest.fixture
+def database(engine: str, tmp_path: Path) -> str:
+    """An empty database of the engine under test, as RELAY_DATABASE names it."""
+    return str(tmp_path / "contract.db")
 
 
 @pytest.fixture
-async def store(engine: str, tmp_path: Path) -> AsyncIterator[Store]:
-    """An empty store with the outbox's fan-out hooked in, as the service runs it."""
-    opened = await _opened(engine, tmp_path)
+async def store(database: str) -> AsyncIterator[Store]:
+    """An empty store, opened as the service opens it."""
+    opened = await open_store(database)
     try:
         yield opened
     finally:
@@ -44,9 +36,9 @@ async def store(engine: str, tmp_path: Path) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def twin(engine: str, tmp_path: Path, store: Store) -> AsyncIterator[Store]:
+async def twin(database: str, store: Store) -> AsyncIterator[Store]:
     """A second store on the same database as `store`: another process sharing it."""
-    opened = await _opened(engine, tmp_path)
+    opened = await open_store(database)
     try:
         yield opened
     finally:

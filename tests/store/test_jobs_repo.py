@@ -45,7 +45,7 @@ async def test_update_stores_json_columns_and_returns_the_job(store: Store) -> N
     assert job.status is Status.FAILED
     assert job.error == {"code": "provider_failed", "message": "no"}
     assert job.outputs == [{"url": "https://cdn.example/a.png"}]
-    reread = await store.write(lambda tx: tx.job("job_u"))
+    reread = await store.write(lambda tx: tx.jobs.get("job_u"))
     assert reread == job
 
 

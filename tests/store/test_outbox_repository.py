@@ -6,6 +6,7 @@ import pytest
 
 from service import outbox
 from service.store import Store, Tx
+from service.store.records import Subscription
 
 NOW = 1_800_000_000.0
 FIELDS = {"url": "https://hooks.example/relay", "kind": "webhook", "events": ["job.failed"]}
@@ -15,12 +16,16 @@ async def test_changes_round_trip_and_move_the_version_on(store: Store) -> None:
     sub = await store.write(lambda tx: outbox.create_subscription(tx, FIELDS, NOW))
     before = await store.write(lambda tx: tx.subscriptions.version())
 
-    def change(tx: Tx) -> None:
-        tx.subscriptions.update(sub.id, {"events": ["job.*"], "filter": {"models": ["m"]}})
-        tx.subscriptions.bump()
+    async def change(tx: Tx) -> None:
+        await tx.subscriptions.update(sub.id, {"events": ["job.*"], "filter": {"models": ["m"]}})
+        await tx.subscriptions.bump()
 
     await store.write(change)
-    after = await store.write(lambda tx: (tx.subscriptions.version(), tx.subscriptions.get(sub.id)))
+
+    async def reread(tx: Tx) -> tuple[str, Subscription | None]:
+        return await tx.subscriptions.version(), await tx.subscriptions.get(sub.id)
+
+    after = await store.write(reread)
     assert after[0] != before
     assert after[1] is not None
     assert after[1].events == ("job.*",) and after[1].filter == {"models": ["m"]}

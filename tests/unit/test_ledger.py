@@ -17,9 +17,11 @@ from service import ledger, outbox, owners
 from service import store as store_module
 from service.jobs import Report, Status
 from service.providers import pixazo
-from service.store import Event, Job, Store, Tx
-from service.store import sqlite as sqlite_store
-from service.store import sqlite_reads as reads
+from service.store import Event, Job, Tx
+from service.store.sqlite import reads
+from service.store.sqlite import store as sqlite_store
+from service.store.sqlite.store import SqliteStore as Store
+from service.store.sqlite.store import on_connection
 
 NOW = 1_800_000_000.0
 REQUEST_ID = "seedvr-upscale_0001"
@@ -828,7 +830,7 @@ async def test_two_stores_on_one_file_never_hold_one_job_at_once(
 
 
 async def test_the_claim_walks_its_indexes_on_ten_thousand_jobs(store: Store) -> None:
-    def seed(tx: Tx) -> None:
+    async def seed(tx: Tx) -> None:
         tx.conn.executemany(
             "INSERT INTO jobs (id, model, provider, status, input, created_at, updated_at,"
             " next_poll_at) VALUES (?, 'scenario/upscale-v3', 'scenario', 'processing', '{}',"
@@ -839,10 +841,10 @@ async def test_the_claim_walks_its_indexes_on_ten_thousand_jobs(store: Store) ->
     await store.write(seed)
     statements: list[str] = []
 
-    def traced(tx: Tx) -> list[Job]:
+    async def traced(tx: Tx) -> list[Job]:
         tx.conn.set_trace_callback(statements.append)
         try:
-            return ledger.claim_due(tx, "scenario", NOW + 50, 32, "a", 30)
+            return await ledger.claim_due(tx, "scenario", NOW + 50, 32, "a", 30)
         finally:
             tx.conn.set_trace_callback(None)
 
@@ -862,7 +864,7 @@ async def test_the_claim_walks_its_indexes_on_ten_thousand_jobs(store: Store) ->
 async def test_the_delivery_claim_reads_the_due_range_not_every_pending_delivery(
     store: Store,
 ) -> None:
-    def seed(tx: Tx) -> None:
+    async def seed(tx: Tx) -> None:
         tx.conn.executemany(
             "INSERT INTO deliveries (id, event_id, event_type, kind, url, next_attempt_at,"
             " created_at, updated_at) VALUES (?, 1, 'job.succeeded', 'webhook',"
@@ -873,10 +875,10 @@ async def test_the_delivery_claim_reads_the_due_range_not_every_pending_delivery
     await store.write(seed)
     statements: list[str] = []
 
-    def traced(tx: Tx) -> outbox.Claimed:
+    async def traced(tx: Tx) -> outbox.Claimed:
         tx.conn.set_trace_callback(statements.append)
         try:
-            return outbox.claim(tx, NOW + 9.5, 512, "a", 25)
+            return await outbox.claim(tx, NOW + 9.5, 512, "a", 25)
         finally:
             tx.conn.set_trace_callback(None)
 
@@ -894,10 +896,10 @@ async def test_the_delivery_claim_reads_the_due_range_not_every_pending_delivery
 async def test_a_dead_owners_deliveries_are_taken_over_and_released_ones_are_due(
     store: Store,
 ) -> None:
-    def make(tx: Tx) -> list[str]:
+    async def make(tx: Tx) -> list[str]:
         fields = {"url": "https://example.com/hook", "kind": "webhook", "events": ["*"]}
-        sub = outbox.create_subscription(tx, {**fields, "max_in_flight": 10}, NOW)
-        return [outbox.send_test(tx, sub, NOW).id for _ in range(3)]
+        sub = await outbox.create_subscription(tx, {**fields, "max_in_flight": 10}, NOW)
+        return [(await outbox.send_test(tx, sub, NOW)).id for _ in range(3)]
 
     made = set(await store.write(make))
 
@@ -916,10 +918,10 @@ async def test_a_dead_owners_deliveries_are_taken_over_and_released_ones_are_due
 
 
 async def make_deliveries(store: Store, count: int, **fields: Any) -> tuple[str, list[str]]:
-    def make(tx: Tx) -> tuple[str, list[str]]:
+    async def make(tx: Tx) -> tuple[str, list[str]]:
         base = {"url": "https://example.com/hook", "kind": "webhook", "events": ["*"]}
-        sub = outbox.create_subscription(tx, {**base, **fields}, NOW)
-        return sub.id, [outbox.send_test(tx, sub, NOW).id for _ in range(count)]
+        sub = await outbox.create_subscription(tx, {**base, **fields}, NOW)
+        return sub.id, [(await outbox.send_test(tx, sub, NOW)).id for _ in range(count)]
 
     return await store.write(make)
 
@@ -1003,7 +1005,7 @@ async def test_events_are_append_only(store: Store, make_job: MakeJob, sql: str)
     job = await make_job()
     before = await events_of(store, job.id)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        await store.write(lambda tx: tx.conn.execute(sql))
+        await store.write(on_connection(lambda conn: conn.execute(sql)))
     assert await events_of(store, job.id) == before
 
 
@@ -1020,18 +1022,18 @@ async def test_a_failing_unit_spoils_no_other_unit_of_its_batch(
     monkeypatch.setattr(sqlite_store, "_run_units", spy)
 
     def put(key: str) -> Callable[[Tx], str]:
-        def unit(tx: Tx) -> str:
+        async def unit(tx: Tx) -> str:
             tx.conn.execute("INSERT INTO meta (key, value) VALUES (?, 'v')", (key,))
             return key
 
         return unit
 
-    def broken(tx: Tx) -> None:
+    async def broken(tx: Tx) -> None:
         tx.conn.execute("INSERT INTO meta (key, value) VALUES ('broken', 'v')")
-        tx.signal("never")
+        tx.notify("never")
         raise RuntimeError("boom")
 
-    def conflicting(tx: Tx) -> None:
+    async def conflicting(tx: Tx) -> None:
         tx.conn.execute("INSERT INTO meta (key, value) VALUES ('conflict', 'v')")
         tx.conn.execute("INSERT INTO meta (key, value) VALUES ('k03', 'again')")
 

@@ -6,8 +6,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from service.store.codec import dumps
-from service.store.records import Delivery, Event, NewDelivery, Subscription
+from service.store.codec import dumps, ids_json
+from service.store.records import Delivery, NewDelivery, Subscription
 
 _VERSION_KEY = "subscriptions_version"
 _SERVICE_KEYS = ("webhook_secret", "webhook_secret_previous", "webhook_secret_previous_until")
@@ -28,10 +28,6 @@ _SETTABLE = frozenset(
 )
 
 
-def _ids(values: Iterable[Any]) -> str:
-    return dumps(sorted(set(values)))
-
-
 class Subscriptions:
     """The subscriptions rows (and the service-wide secret) as one unit of work sees them."""
 
@@ -40,12 +36,12 @@ class Subscriptions:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def version(self) -> str:
+    async def version(self) -> str:
         """A value that changes whenever any subscription does."""
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (_VERSION_KEY,)).fetchone()
         return str(row[0]) if row else "0"
 
-    def bump(self) -> None:
+    async def bump(self) -> None:
         """Move the version on: every process's cached list is stale."""
         self._conn.execute(
             "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key)"
@@ -53,24 +49,24 @@ class Subscriptions:
             (_VERSION_KEY,),
         )
 
-    def all(self) -> list[Subscription]:
+    async def all(self) -> list[Subscription]:
         """Every subscription."""
         return [Subscription.from_row(r) for r in self._conn.execute("SELECT * FROM subscriptions")]
 
-    def get(self, sub_id: str) -> Subscription | None:
+    async def get(self, sub_id: str) -> Subscription | None:
         """A subscription by id."""
         row = self._conn.execute("SELECT * FROM subscriptions WHERE id = ?", (sub_id,)).fetchone()
         return Subscription.from_row(row) if row else None
 
-    def by_ids(self, sub_ids: Iterable[str]) -> dict[str, Subscription]:
+    async def by_ids(self, sub_ids: Iterable[str]) -> dict[str, Subscription]:
         """These subscriptions, by id."""
         rows = self._conn.execute(
             "SELECT * FROM subscriptions WHERE id IN (SELECT value FROM json_each(?))",
-            (_ids(sub_ids),),
+            (ids_json(sub_ids),),
         )
         return {r["id"]: Subscription.from_row(r) for r in rows}
 
-    def insert(self, sub: Subscription) -> None:
+    async def insert(self, sub: Subscription) -> None:
         """Add a subscription (its seq is the store's to give)."""
         self._conn.execute(
             "INSERT INTO subscriptions (id, url, kind, events, filter, template, description,"
@@ -93,7 +89,7 @@ class Subscriptions:
             ),
         )
 
-    def update(self, sub_id: str, changes: Mapping[str, Any]) -> None:
+    async def update(self, sub_id: str, changes: Mapping[str, Any]) -> None:
         """Set these columns (events a list, filter a dict or None) on one subscription."""
         sets: dict[str, Any] = {}
         for key, value in changes.items():
@@ -112,12 +108,12 @@ class Subscriptions:
             (*sets.values(), sub_id),
         )
 
-    def delete(self, sub_id: str) -> bool:
+    async def delete(self, sub_id: str) -> bool:
         """Delete a subscription: whether it was there."""
         cur = self._conn.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,))
         return cur.rowcount > 0
 
-    def rotate_secret(self, sub_id: str, secret: str, old_until: float, now: float) -> None:
+    async def rotate_secret(self, sub_id: str, secret: str, old_until: float, now: float) -> None:
         """Make `secret` current; the current one becomes the old one until `old_until`."""
         self._conn.execute(
             "UPDATE subscriptions SET old_secret = secret, old_secret_expires_at = ?, secret = ?,"
@@ -125,7 +121,7 @@ class Subscriptions:
             (old_until, secret, now, sub_id),
         )
 
-    def pause(self, sub_id: str, reason: str, now: float) -> bool:
+    async def pause(self, sub_id: str, reason: str, now: float) -> bool:
         """Pause an active subscription: whether it was active."""
         cur = self._conn.execute(
             "UPDATE subscriptions SET status = 'paused', paused_reason = ?, updated_at = ?"
@@ -134,15 +130,15 @@ class Subscriptions:
         )
         return cur.rowcount > 0
 
-    def pace(self, sub_ids: Iterable[str], now: float) -> None:
+    async def pace(self, sub_ids: Iterable[str], now: float) -> None:
         """A paced subscription's next message waits 1/rate from `now`."""
         self._conn.execute(
             "UPDATE subscriptions SET next_send_at = ? + 1.0 / rate_per_second"
             " WHERE id IN (SELECT value FROM json_each(?)) AND rate_per_second > 0",
-            (now, _ids(sub_ids)),
+            (now, ids_json(sub_ids)),
         )
 
-    def not_before(self, sub_id: str, when: float) -> None:
+    async def not_before(self, sub_id: str, when: float) -> None:
         """Its next message waits until `when`; never moved earlier."""
         self._conn.execute(
             "UPDATE subscriptions SET next_send_at = CASE WHEN next_send_at > ?"
@@ -150,7 +146,7 @@ class Subscriptions:
             (when, when, sub_id),
         )
 
-    def succeeded(self, sub_id: str) -> None:
+    async def succeeded(self, sub_id: str) -> None:
         """A delivery got through: the subscription is not failing."""
         self._conn.execute(
             "UPDATE subscriptions SET failing_since = NULL WHERE id = ?"
@@ -158,7 +154,7 @@ class Subscriptions:
             (sub_id,),
         )
 
-    def failed(self, sub_id: str, now: float) -> float | None:
+    async def failed(self, sub_id: str, now: float) -> float | None:
         """A delivery failed: since when every one has (None when the row is gone)."""
         self._conn.execute(
             "UPDATE subscriptions SET failing_since = ? WHERE id = ? AND failing_since IS NULL",
@@ -169,7 +165,7 @@ class Subscriptions:
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
-    def service_secret(self, fresh: str) -> dict[str, str]:
+    async def service_secret(self, fresh: str) -> dict[str, str]:
         """The service-wide secret's values by key, `fresh` stored first if there is none."""
         self._conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('webhook_secret', ?)", (fresh,)
@@ -179,7 +175,7 @@ class Subscriptions:
         ).fetchall()
         return {row[0]: row[1] for row in rows}
 
-    def set_service_secret(self, current: str, previous: str, previous_until: float) -> None:
+    async def set_service_secret(self, current: str, previous: str, previous_until: float) -> None:
         """Store a new service-wide secret and the one it replaces."""
         values = (current, previous, repr(previous_until))
         for key, value in zip(_SERVICE_KEYS, values, strict=True):
@@ -198,12 +194,12 @@ class Deliveries:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def get(self, delivery_id: str) -> Delivery | None:
+    async def get(self, delivery_id: str) -> Delivery | None:
         """A delivery by id."""
         row = self._conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
         return Delivery.from_row(row) if row else None
 
-    def add(self, new: Sequence[NewDelivery]) -> None:
+    async def add(self, new: Sequence[NewDelivery]) -> None:
         """Add pending deliveries, each due at once."""
         self._conn.executemany(
             "INSERT INTO deliveries (id, subscription_id, job_id, event_id, event_type, kind,"
@@ -227,7 +223,7 @@ class Deliveries:
             ],
         )
 
-    def cancel_pending(self, sub_id: str, now: float, reason: str) -> None:
+    async def cancel_pending(self, sub_id: str, now: float, reason: str) -> None:
         """Cancel a subscription's pending deliveries (they stay in the log)."""
         self._conn.execute(
             "UPDATE deliveries SET status = 'canceled', next_attempt_at = NULL, updated_at = ?,"
@@ -235,7 +231,7 @@ class Deliveries:
             (now, reason, sub_id),
         )
 
-    def claim(
+    async def claim(
         self, now: float, limit: int, owner: str, lease: float, alive_after: float
     ) -> list[Delivery]:
         """Lease due deliveries, and those leased by an owner not heard from after
@@ -283,15 +279,7 @@ class Deliveries:
         ).fetchall()
         return sorted((Delivery.from_row(r) for r in rows), key=lambda d: d.seq)
 
-    def events(self, event_ids: Iterable[int]) -> dict[int, Event]:
-        """These events, by id (what the deliveries carry)."""
-        rows = self._conn.execute(
-            "SELECT * FROM events WHERE id IN (SELECT value FROM json_each(?))",
-            (_ids(event_ids),),
-        )
-        return {r["id"]: Event.from_row(r) for r in rows}
-
-    def release(self, owner: str, now: float) -> int:
+    async def release(self, owner: str, now: float) -> int:
         """Give up every pending delivery `owner` has leased: due at `now`."""
         return self._conn.execute(
             "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL"
@@ -299,7 +287,7 @@ class Deliveries:
             (now, owner),
         ).rowcount
 
-    def log_attempt(
+    async def log_attempt(
         self,
         delivery_id: str,
         now: float,
@@ -315,7 +303,7 @@ class Deliveries:
             (delivery_id, now, status_code, latency_ms, response, error),
         )
 
-    def settle(
+    async def settle(
         self,
         delivery_id: str,
         status: str,
@@ -342,7 +330,7 @@ class Deliveries:
             ),
         )
 
-    def retry(self, delivery_id: str, now: float) -> None:
+    async def retry(self, delivery_id: str, now: float) -> None:
         """Make a delivery pending and due at `now` with a fresh retry schedule."""
         self._conn.execute(
             "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, round = 0,"

@@ -13,7 +13,7 @@ class Owners:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def upsert(self, owner: str, host: str, pid: int, now: float) -> None:
+    async def upsert(self, owner: str, host: str, pid: int, now: float) -> None:
         """Add this owner's row, or refresh its heartbeat if the row is there."""
         self._conn.execute(
             "INSERT INTO owners (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)"
@@ -21,7 +21,7 @@ class Owners:
             (owner, host, pid, now, now),
         )
 
-    def beat(self, owner: str, now: float) -> tuple[bool, float | None]:
+    async def beat(self, owner: str, now: float) -> tuple[bool, float | None]:
         """Set this owner's heartbeat to `now`: whether its row was there, and the oldest
         heartbeat of another owner (None when there is none)."""
         # one statement: the heartbeat path runs every second in every process
@@ -34,19 +34,19 @@ class Owners:
             return False, None
         return True, None if row[0] is None else float(row[0])
 
-    def oldest_other(self, owner: str) -> float | None:
+    async def oldest_other(self, owner: str) -> float | None:
         """The oldest heartbeat of an owner other than `owner`."""
         row = self._conn.execute(
             "SELECT min(heartbeat_at) FROM owners WHERE id != ?", (owner,)
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
-    def drop_silent(self, owner: str, alive_after: float) -> int:
+    async def drop_silent(self, owner: str, alive_after: float) -> int:
         """Delete the rows of other owners whose heartbeat is not later than `alive_after`."""
         return self._conn.execute(
             "DELETE FROM owners WHERE heartbeat_at <= ? AND id != ?", (alive_after, owner)
         ).rowcount
 
-    def remove(self, owner: str) -> None:
+    async def remove(self, owner: str) -> None:
         """Delete this owner's row."""
         self._conn.execute("DELETE FROM owners WHERE id = ?", (owner,))

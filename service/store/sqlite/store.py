@@ -9,21 +9,24 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 from service.errors import StorageUnavailable
-from service.store.base import Event, EventHook, Fn, Idempotent, Job, Tx, _idem
-from service.store.sqlite_reads import Reads, newest_first
+from service.store.base import Tx, Unit
+from service.store.model import Idempotent, Job, _idem
+from service.store.records import Event
+from service.store.sqlite.reads import Reads, newest_first
+from service.store.sqlite.tx import SqliteTx
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("service.store") / "migrations" / "sqlite"
+    folder = resources.files("service.store.sqlite") / "migrations"
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql") and entry.name[:3].isdigit():
@@ -138,14 +141,42 @@ def _waiting(conn: sqlite3.Connection, sql: str, wait_ms: int) -> None:
         conn.execute("PRAGMA busy_timeout = 0")
 
 
-def _run_units(conn: sqlite3.Connection, batch: list[tuple[Fn, Tx]]) -> list[tuple[bool, Any]]:
+SqliteUnit = Unit[Any]
+
+
+def on_connection(fn: Callable[[sqlite3.Connection], T]) -> Unit[T]:
+    """A unit of the adapter's own that runs `fn` on the writer connection."""
+
+    async def unit(tx: Tx) -> T:
+        assert isinstance(tx, SqliteTx)  # noqa: S101 - this adapter's units get its Tx
+        return fn(tx.conn)
+
+    return unit
+
+
+def _run(fn: SqliteUnit, tx: Tx) -> Any:
+    """Run a unit to its end without the event loop: the SQLite repositories never suspend,
+    so the whole batch runs in one go on the loop's thread (~1 us per await)."""
+    coro = fn(tx)
+    assert isinstance(coro, Coroutine)  # noqa: S101 - units are async functions
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("a unit of work awaited something other than the store inside SQLite")
+
+
+def _run_units(
+    conn: sqlite3.Connection, batch: list[tuple[SqliteUnit, SqliteTx]]
+) -> list[tuple[bool, Any]]:
     """Run every unit of an open transaction in a savepoint, so one failure spoils no other."""
     results: list[tuple[bool, Any]] = []
     try:
         for fn, tx in batch:
             conn.execute("SAVEPOINT unit")
             try:
-                results.append((True, fn(tx)))
+                results.append((True, _run(fn, tx)))
                 conn.execute("RELEASE unit")
             except Exception as exc:
                 if not conn.in_transaction:
@@ -154,7 +185,7 @@ def _run_units(conn: sqlite3.Connection, batch: list[tuple[Fn, Tx]]) -> list[tup
                     raise
                 conn.execute("ROLLBACK TO unit")
                 conn.execute("RELEASE unit")
-                tx.signals.clear()
+                tx.channels.clear()
                 results.append((False, exc))
     except BaseException:
         _rollback(conn)
@@ -293,7 +324,7 @@ class _Line:
 PROBE_BYTES = 65536
 
 
-class Store(Reads):
+class SqliteStore(Reads):
     """The database: `write` runs units of work through one group-commit writer; reads beside."""
 
     def __init__(self, writer: _Line, reader: _Line, path: str, wait_ms: int) -> None:
@@ -304,15 +335,17 @@ class Store(Reads):
         self._reader_conn = reader.conn
         self.path = path
         self._wait_ms = wait_ms
-        self._queue: asyncio.Queue[tuple[Fn, Tx, asyncio.Future[Any]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[SqliteUnit, SqliteTx, asyncio.Future[Any]]] = (
+            asyncio.Queue()
+        )
         self._task: asyncio.Task[None] | None = None
-        self.hooks: list[EventHook] = []
+        self._memo: dict[str, Any] = {}
         self._waiters: dict[str, asyncio.Event] = {}
         # why the last write failed, while writes fail for a reason of the storage's own
         self.refusing: str | None = None
 
     @classmethod
-    async def open(cls, path: str, *, lock_wait: float = LOCK_WAIT) -> Store:
+    async def open(cls, path: str, *, lock_wait: float = LOCK_WAIT) -> SqliteStore:
         """Open (creating folders and schema as needed) the database at `path`.
 
         A write waits up to `lock_wait` seconds for another connection's lock.
@@ -326,7 +359,7 @@ class Store(Reads):
             raise failure from exc
 
     @classmethod
-    async def _open(cls, path: str, wait_ms: int) -> Store:
+    async def _open(cls, path: str, wait_ms: int) -> SqliteStore:
         writer, reader = _Line("store-writer"), _Line("store-reader")
         try:
             writer.conn = await writer.call(_open_writer, path, wait_ms)
@@ -358,16 +391,21 @@ class Store(Reads):
         await self._writer.close()
         await self._reader.close()
 
-    def waiter(self, name: str) -> asyncio.Event:
-        """An event set after each commit that signalled `name` (clear it before waiting)."""
-        return self._waiters.setdefault(name, asyncio.Event())
+    @property
+    def where(self) -> str:
+        """The database file's path."""
+        return self.path
 
-    async def write(self, fn: Callable[[Tx], T]) -> T:
+    def waiter(self, channel: str) -> asyncio.Event:
+        """An event set after each commit that notified `channel` (clear it before waiting)."""
+        return self._waiters.setdefault(channel, asyncio.Event())
+
+    async def write(self, fn: Unit[T]) -> T:
         """Run `fn` inside a write transaction; return once it is committed.
 
         Raises StorageUnavailable (nothing of `fn` kept) when the storage refuses the write."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((fn, Tx(self._writer_conn, self.hooks), future))
+        self._queue.put_nowait((fn, SqliteTx(self._writer_conn, self._memo), future))
         return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -383,24 +421,24 @@ class Store(Reads):
     async def probe(self) -> None:
         """Store PROBE_BYTES and take them back, committed: StorageUnavailable if it fails."""
 
-        def unit(tx: Tx) -> None:
-            tx.conn.execute(
+        def unit(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', zeroblob(?))",
                 (PROBE_BYTES,),
             )
-            tx.conn.execute("DELETE FROM meta WHERE key = 'probe'")
+            conn.execute("DELETE FROM meta WHERE key = 'probe'")
 
-        await self.write(unit)
+        await self.write(on_connection(unit))
 
     async def limit_size(self, max_bytes: int | None) -> None:
         """Cap the database at `max_bytes` (never below its size now); None lifts the cap."""
 
-        def unit(tx: Tx) -> None:
-            page = int(tx.conn.execute("PRAGMA page_size").fetchone()[0])
+        def unit(conn: sqlite3.Connection) -> None:
+            page = int(conn.execute("PRAGMA page_size").fetchone()[0])
             pages = 4294967294 if max_bytes is None else max(1, max_bytes // page)
-            tx.conn.execute(f"PRAGMA max_page_count = {pages:d}")
+            conn.execute(f"PRAGMA max_page_count = {pages:d}")
 
-        await self.write(unit)
+        await self.write(on_connection(unit))
 
     def _refused(self, failure: StorageUnavailable) -> None:
         if self.refusing is None:
@@ -446,7 +484,7 @@ class Store(Reads):
                 refused: StorageUnavailable | None = None
                 stored = False
                 for (ok, value), (_, tx, future) in zip(results, batch, strict=True):
-                    fired |= tx.signals
+                    fired |= tx.channels
                     if ok:
                         stored = True
                     else:
@@ -474,14 +512,16 @@ class Store(Reads):
     async def meta_get_or_set(self, key: str, make: Callable[[], str]) -> str:
         """The stored value of `key`, storing `make()` first when there is none."""
 
-        def unit(tx: Tx) -> str:
-            # OR IGNORE: two processes starting on a new database keep the first one's value
-            tx.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, make()))
-            row = tx.one("SELECT value FROM meta WHERE key = ?", (key,))
+        def unit(conn: sqlite3.Connection) -> str:
+            # DO NOTHING: two processes starting on a new database keep the first one's value
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (key, make())
+            )
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             assert row is not None  # noqa: S101 - inserted or already there
             return str(row["value"])
 
-        return await self.write(unit)
+        return await self.write(on_connection(unit))
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ class Jobs:
 
     # -- submission ------------------------------------------------------------------------
 
-    def in_flight(self, provider: str) -> int:
+    async def in_flight(self, provider: str) -> int:
         """Jobs of a provider that it is working on now, or that are being submitted to it."""
         row = self._conn.execute(
             "SELECT count(*) FROM jobs WHERE provider = ? AND (status IN ('queued', 'processing')"
@@ -32,7 +32,7 @@ class Jobs:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def insert_submitting(
+    async def insert_submitting(
         self,
         job_id: str,
         model: str,
@@ -66,7 +66,7 @@ class Jobs:
             ),
         )
 
-    def defer(self, job_id: str, due: float) -> None:
+    async def defer(self, job_id: str, due: float) -> None:
         """Hold a job back, unleased, until `due`."""
         self._conn.execute(
             "UPDATE jobs SET deferred = 1, next_poll_at = ?, lease_owner = NULL,"
@@ -74,13 +74,13 @@ class Jobs:
             (due, job_id),
         )
 
-    def push_back(self, job_id: str, due: float) -> None:
+    async def push_back(self, job_id: str, due: float) -> None:
         """A deferred job stays deferred: due again at `due`, no owner."""
         self._conn.execute(
             "UPDATE jobs SET next_poll_at = ?, lease_owner = NULL WHERE id = ?", (due, job_id)
         )
 
-    def undefer(self, job_id: str, now: float, lease_until: float) -> None:
+    async def undefer(self, job_id: str, now: float, lease_until: float) -> None:
         """A deferred job is taken for submission, its lease running to `lease_until`."""
         self._conn.execute(
             "UPDATE jobs SET deferred = 0, next_poll_at = ?, lease_expires_at = ?, updated_at = ?"
@@ -88,7 +88,7 @@ class Jobs:
             (lease_until, lease_until, now, job_id),
         )
 
-    def submitted(self, job_id: str, due: float) -> None:
+    async def submitted(self, job_id: str, due: float) -> None:
         """The submission's answer: first poll at `due`, lease released."""
         self._conn.execute(
             "UPDATE jobs SET next_poll_at = ?, poll_attempt = 0, lease_owner = NULL,"
@@ -96,7 +96,7 @@ class Jobs:
             (due, job_id),
         )
 
-    def unlease(self, job_id: str) -> None:
+    async def unlease(self, job_id: str) -> None:
         """Drop a job's lease, whoever holds it."""
         self._conn.execute(
             "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?", (job_id,)
@@ -104,7 +104,12 @@ class Jobs:
 
     # -- state -----------------------------------------------------------------------------
 
-    def head(self, job_id: str) -> Head | None:
+    async def get(self, job_id: str) -> Job | None:
+        """A job by id."""
+        row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.from_row(row) if row else None
+
+    async def head(self, job_id: str) -> Head | None:
         """The head of a job."""
         row = self._conn.execute(
             "SELECT id, status, progress, cost, provider_job_id, callback_status, next_poll_at"
@@ -115,7 +120,7 @@ class Jobs:
             return None
         return Head(row[0], Status(row[1]), row[2], row[3], row[4], row[5], row[6])
 
-    def update(self, job_id: str, sets: Mapping[str, Any]) -> Job:
+    async def update(self, job_id: str, sets: Mapping[str, Any]) -> Job:
         """Set the columns named in `sets` (fixed keys, never input) and return the job."""
         values = [dumps(v) if k in _JSON_COLUMNS else v for k, v in sets.items()]
         assignments = ", ".join(f"{k} = ?" for k in sets)
@@ -125,7 +130,7 @@ class Jobs:
         ).fetchone()
         return Job.from_row(row)
 
-    def fail(self, job_id: str, error: dict[str, Any], now: float) -> None:
+    async def fail(self, job_id: str, error: dict[str, Any], now: float) -> None:
         """Mark a job failed with `error`: unscheduled, unclaimed, unleased."""
         self._conn.execute(
             "UPDATE jobs SET status = 'failed', error = ?, updated_at = ?, finished_at = ?,"
@@ -135,14 +140,14 @@ class Jobs:
 
     # -- callbacks -------------------------------------------------------------------------
 
-    def callback_budget(self, job_id: str) -> tuple[int, int]:
+    async def callback_budget(self, job_id: str) -> tuple[int, int]:
         """The callback events stored for a job: in all, and after it ended."""
         row = self._conn.execute(
             "SELECT callback_events, callback_events_late FROM jobs WHERE id = ?", (job_id,)
         ).fetchone()
         return (row[0], row[1]) if row else (0, 0)
 
-    def count_callback(self, job_id: str, ended: bool) -> None:
+    async def count_callback(self, job_id: str, ended: bool) -> None:
         """One more callback event stored (and one more late one when the job had ended)."""
         self._conn.execute(
             "UPDATE jobs SET callback_events = callback_events + 1,"
@@ -150,27 +155,20 @@ class Jobs:
             (int(ended), job_id),
         )
 
-    def has_event(self, job_id: str, dedupe: str) -> bool:
-        """Whether the job has an event under this dedupe key."""
-        row = self._conn.execute(
-            "SELECT 1 FROM events WHERE job_id = ? AND dedupe = ?", (job_id, dedupe)
-        ).fetchone()
-        return row is not None
-
-    def count_dropped(self, job_id: str) -> None:
+    async def count_dropped(self, job_id: str) -> None:
         """One more callback counted but not stored."""
         self._conn.execute(
             "UPDATE jobs SET callbacks_dropped = callbacks_dropped + 1 WHERE id = ?", (job_id,)
         )
 
-    def claim(self, job_id: str, status: Status, due: float | None) -> None:
+    async def claim(self, job_id: str, status: Status, due: float | None) -> None:
         """A callback claims `status`: confirmed by a poll due at `due`, from the first attempt."""
         self._conn.execute(
             "UPDATE jobs SET callback_status = ?, next_poll_at = ?, poll_attempt = 0 WHERE id = ?",
             (str(status), due, job_id),
         )
 
-    def note_claim(self, job_id: str, status: Status) -> None:
+    async def note_claim(self, job_id: str, status: Status) -> None:
         """A callback claims `status`, the schedule unchanged."""
         self._conn.execute(
             "UPDATE jobs SET callback_status = ? WHERE id = ?", (str(status), job_id)
@@ -178,7 +176,7 @@ class Jobs:
 
     # -- polls and their leases ------------------------------------------------------------
 
-    def claim_due(
+    async def claim_due(
         self, provider: str, now: float, limit: int, owner: str, until: float, alive_after: float
     ) -> list[tuple[Job, float | None]]:
         """Lease to `owner` until `until` up to `limit` jobs that are due, or whose lease is
@@ -214,7 +212,7 @@ class Jobs:
         # SET saw the old due time, RETURNING shows it in claimed_due
         return [(Job.from_row(r), r["claimed_due"]) for r in rows]
 
-    def next_due(self, provider: str) -> float | None:
+    async def next_due(self, provider: str) -> float | None:
         """The earliest poll time scheduled for a provider."""
         row = self._conn.execute(
             "SELECT min(next_poll_at) FROM jobs WHERE provider = ? AND next_poll_at IS NOT NULL",
@@ -222,7 +220,7 @@ class Jobs:
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
-    def release(self, owner: str, now: float) -> int:
+    async def release(self, owner: str, now: float) -> int:
         """Every scheduled job `owner` leases: unleased and due at `now`."""
         return self._conn.execute(
             "UPDATE jobs SET next_poll_at = :now, lease_owner = NULL, lease_expires_at = NULL"
@@ -230,24 +228,24 @@ class Jobs:
             {"owner": owner, "now": now},
         ).rowcount
 
-    def poll_answered(self, job_id: str) -> None:
+    async def poll_answered(self, job_id: str) -> None:
         """A poll had an answer: error count reset, callback claim settled."""
         self._conn.execute(
             "UPDATE jobs SET poll_errors = 0, callback_status = NULL WHERE id = ?", (job_id,)
         )
 
-    def poll_failed(self, job_id: str) -> None:
+    async def poll_failed(self, job_id: str) -> None:
         """One more poll error in a row."""
         self._conn.execute("UPDATE jobs SET poll_errors = poll_errors + 1 WHERE id = ?", (job_id,))
 
-    def next_poll(self, job_id: str, due: float) -> None:
+    async def next_poll(self, job_id: str, due: float) -> None:
         """The next poll at `due`, one attempt later."""
         self._conn.execute(
             "UPDATE jobs SET next_poll_at = ?, poll_attempt = poll_attempt + 1 WHERE id = ?",
             (due, job_id),
         )
 
-    def unlease_held(self, job_id: str, owner: str) -> None:
+    async def unlease_held(self, job_id: str, owner: str) -> None:
         """Drop a job's lease if `owner` holds it."""
         self._conn.execute(
             "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL"
@@ -255,7 +253,7 @@ class Jobs:
             (job_id, owner),
         )
 
-    def reschedule(self, rows: Iterable[tuple[float, str, str]]) -> None:
+    async def reschedule(self, rows: Iterable[tuple[float, str, str]]) -> None:
         """(due, job id, owner) rows: the next poll, one attempt later, the owner's lease
         dropped; a job no longer leased by that owner, or unscheduled, is left alone."""
         self._conn.executemany(
@@ -274,19 +272,19 @@ class Idempotency:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def get(self, key: str) -> Idempotent | None:
+    async def get(self, key: str) -> Idempotent | None:
         """The key's record, if stored."""
         row = self._conn.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone()
         return _idem(row) if row else None
 
-    def add(self, key: str, request_hash: str, job_id: str, now: float) -> None:
+    async def add(self, key: str, request_hash: str, job_id: str, now: float) -> None:
         """Store a key for the job its request creates; its answer comes later."""
         self._conn.execute(
             "INSERT INTO idempotency (key, request_hash, job_id, created_at) VALUES (?, ?, ?, ?)",
             (key, request_hash, job_id, now),
         )
 
-    def answer(self, key: str, status_code: int, body: dict[str, Any]) -> None:
+    async def answer(self, key: str, status_code: int, body: dict[str, Any]) -> None:
         """Keep the answer given under a key."""
         self._conn.execute(
             "UPDATE idempotency SET status_code = ?, response = ? WHERE key = ?",
