@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test lint format typecheck pytest check bench clean
+.PHONY: install demo serve test lint format typecheck pytest check bench clean postgres
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,9 +31,15 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The PostgreSQL server binaries the suite starts a throwaway server from (installed as root
+# with apt-get when missing; a no-op when present).
+postgres:
+	scripts/ensure-postgres
+
 # pytest exits 5 when it collects nothing: that is a failure here, never a silent pass.
-pytest: $(STAMP)
-	$(BIN)/pytest
+# RELAY_REQUIRE_POSTGRES=1: a PostgreSQL test that cannot start its server fails, never skips.
+pytest: $(STAMP) postgres
+	RELAY_REQUIRE_POSTGRES=1 $(BIN)/pytest
 
 test: lint typecheck pytest
 

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "biglog": "5. Big log",
     "startup": "6. Start-up",
     "httpclients": "7. HTTP clients",
+    "pgdrivers": "8. PostgreSQL drivers",
 }
 
 

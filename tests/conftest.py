@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -155,3 +155,46 @@ VIDEO_JOB = {
     "model": "pixazo/seedvr-video",
     "input": {"video_url": "https://example.com/in.mp4", "upscale_factor": 2},
 }
+
+
+# -- PostgreSQL: a throwaway server for the whole session, started only if a test asks --------
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.pgserver import PgServer
+
+
+def _postgres_required() -> bool:
+    """Under CI (or `make test`) a PostgreSQL that cannot start fails the tests, never skips."""
+    import os
+
+    return bool(os.environ.get("CI")) or os.environ.get("RELAY_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server on 127.0.0.1 (tests/pgserver.py), stopped at the end of the session."""
+    import subprocess
+
+    from tests.pgserver import PgServer, PgServerError  # psycopg only for sessions that use it
+
+    try:
+        server = PgServer()
+        server.start()
+    except (PgServerError, OSError, subprocess.SubprocessError) as exc:
+        reason = f"PostgreSQL could not be started: {exc}"
+        if _postgres_required():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """URL of a fresh empty database (postgresql://relay:…@127.0.0.1:PORT/t_…), dropped after."""
+    with pg_server.database() as url:
+        yield url
