@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -83,19 +84,28 @@ StartRelay = Callable[..., Awaitable[Running]]
 
 @pytest.fixture
 async def start_relay(
-    tmp_path: Path, pixazo: PixazoSim, scenario: ScenarioSim
+    tmp_path: Path, pixazo: PixazoSim, scenario: ScenarioSim, request: pytest.FixtureRequest
 ) -> AsyncIterator[StartRelay]:
-    """Factory: start a relay (env overrides as keyword arguments) against the simulators."""
+    """Factory: start a relay (env overrides as keyword arguments) against the simulators.
+
+    Its database is a SQLite file, or with RELAY_TEST_ENGINE=postgresql an empty PostgreSQL
+    database of the session's throwaway server (the whole suite runs on either engine)."""
     stack = contextlib.AsyncExitStack()
     count = 0
+    on_postgres = os.environ.get("RELAY_TEST_ENGINE", "sqlite") == "postgresql"
 
     async def start(*, workers: bool = True, **env: str) -> Running:
         nonlocal count
         count += 1
         sock = bind()
         url = url_of(sock)
+        if on_postgres:
+            server = request.getfixturevalue("pg_server")
+            database = stack.enter_context(server.database())
+        else:
+            database = str(tmp_path / f"relay{count}.db")
         values = {
-            "RELAY_DATABASE": str(tmp_path / f"relay{count}.db"),
+            "RELAY_DATABASE": database,
             "RELAY_PUBLIC_URL": url,
             "PIXAZO_API_KEY": pixazo.api_key,
             "PIXAZO_BASE_URL": pixazo.base_url,

@@ -13,6 +13,7 @@ from service.store.base import (
     dumps,
     iso,
 )
+from service.store.codec import redacted
 from service.store.model import _idem
 
 LOCK_WAIT = 10.0
@@ -31,6 +32,7 @@ __all__ = [
     "engine_of",
     "iso",
     "open_store",
+    "redacted",
 ]
 
 
@@ -52,6 +54,10 @@ async def open_store(database: str, *, lock_wait: float = LOCK_WAIT) -> Store:
 
     A write waits up to `lock_wait` seconds for another connection's lock.
     Raises StorageUnavailable when it cannot be opened or written."""
+    if engine_of(database) == "postgresql":
+        from service.store.postgres import PostgresStore
+
+        return await PostgresStore.open(database, lock_wait=lock_wait)
     from service.store.sqlite import SqliteStore
 
     return await SqliteStore.open(_sqlite_path(database), lock_wait=lock_wait)

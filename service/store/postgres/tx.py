@@ -1,0 +1,112 @@
+"""PostgreSQL adapter: one unit of work's view (repositories over its transaction)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from service.store.codec import dumps
+from service.store.postgres.jobs import Conn, Idempotency, Jobs
+from service.store.postgres.outbox import Deliveries, Subscriptions
+from service.store.postgres.owners import Owners
+from service.store.records import Event
+
+# pg_advisory_xact_lock key that orders event ids ('rlye'): see Events.append
+EVENT_LOCK = 0x726C7965
+
+
+class Events:
+    """The event log as one unit of work sees it: appended to, never changed."""
+
+    __slots__ = ("_conn", "_tx")
+
+    def __init__(self, conn: Conn, tx: PgTx) -> None:
+        self._conn = conn
+        self._tx = tx
+
+    async def append(
+        self,
+        job_id: str | None,
+        type_: str,
+        source: str,
+        now: float,
+        data: dict[str, Any],
+        dedupe: str | None = None,
+    ) -> Event | None:
+        """Append an event; None when the job has an event under `dedupe` already."""
+        # GET /v1/events?after=N must never skip an event. Ids come from a sequence at insert
+        # time, so with concurrent writers id 101 could commit before id 100 and a follower
+        # that read 101 would never see 100. Taking this lock before the insert and holding it
+        # to the commit makes event-writing transactions commit in id order.
+        if not self._tx.ordered:
+            await self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
+            self._tx.ordered = True
+        cur = await self._conn.execute(
+            "INSERT INTO events (job_id, type, source, created_at, data, dedupe)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+            (job_id, type_, source, now, dumps(data), dedupe),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        return Event(int(row["id"]), job_id, type_, source, now, data)
+
+    async def exists(self, job_id: str, dedupe: str) -> bool:
+        """Whether the job has an event under this dedupe key."""
+        cur = await self._conn.execute(
+            "SELECT 1 FROM events WHERE job_id = %s AND dedupe = %s", (job_id, dedupe)
+        )
+        return await cur.fetchone() is not None
+
+    async def by_ids(self, event_ids: Iterable[int]) -> dict[int, Event]:
+        """These events, by id (what the deliveries carry)."""
+        cur = await self._conn.execute(
+            "SELECT * FROM events WHERE id = ANY(%s)", (sorted(set(event_ids)),)
+        )
+        return {r["id"]: Event.from_row(r) for r in await cur.fetchall()}
+
+
+class PgTx:
+    """A unit in its own transaction; its wake-ups go out as NOTIFY when it commits."""
+
+    __slots__ = ("channels", "conn", "memo", "ordered")
+
+    def __init__(self, conn: Conn, memo: dict[str, Any]) -> None:
+        self.conn = conn  # the adapter's own units use it; the domain sees the Tx protocol
+        self.memo = memo
+        self.channels: set[str] = set()
+        self.ordered = False  # whether this transaction holds the event-order lock
+
+    def notify(self, channel: str) -> None:
+        """Wake whoever waits on `channel`, in every process, once this unit has committed."""
+        self.channels.add(channel)
+
+    @property
+    def jobs(self) -> Jobs:
+        """The jobs rows."""
+        return Jobs(self.conn)
+
+    @property
+    def events(self) -> Events:
+        """The event log."""
+        return Events(self.conn, self)
+
+    @property
+    def idempotency(self) -> Idempotency:
+        """The idempotency keys."""
+        return Idempotency(self.conn)
+
+    @property
+    def subscriptions(self) -> Subscriptions:
+        """The subscriptions rows and the service-wide secret."""
+        return Subscriptions(self.conn)
+
+    @property
+    def deliveries(self) -> Deliveries:
+        """The deliveries rows and their attempt log."""
+        return Deliveries(self.conn)
+
+    @property
+    def owners(self) -> Owners:
+        """The owners rows."""
+        return Owners(self.conn)
