@@ -44,7 +44,7 @@ async def start(
     resolve: netguard.Resolver = netguard.system_resolve,
 ) -> Relay:
     """Open the store, resolve the secret, build providers and workers (not started)."""
-    store = await open_store(settings.database)
+    store = await open_store(settings.database, pool=settings.database_pool)
     secret = (
         str(settings.secret)
         if settings.secret is not None

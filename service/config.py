@@ -25,6 +25,8 @@ class Settings:
     """Everything the service reads from its environment."""
 
     database: str = "./data/relay.db"
+    # PostgreSQL: connections per process in the pool (one more listens for wake-ups)
+    database_pool: int = 10
     public_url: str = "http://127.0.0.1:8000"
     secret: Secret | None = None
     api_tokens: tuple[Secret, ...] = ()
@@ -126,6 +128,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
     d = Settings()
     settings = Settings(
         database=text("RELAY_DATABASE", d.database),
+        database_pool=int(number("RELAY_DATABASE_POOL", d.database_pool, 1)),
         public_url=public_url,
         secret=secret("RELAY_SECRET"),
         api_tokens=tokens,

@@ -114,18 +114,25 @@ class Poller:
         )
         if retry_after is not None:
             delay = max(delay, min(retry_after, self._settings.poll_max * 4))
-        due = now + delay
+        return now + delay
+
+    def _note_due(self, due: float) -> None:
+        """A poll scheduled its job at `due`: the loop must wake by then. Called once the
+        schedule is committed (or queued for the next flush, which the loop writes before it
+        claims): a loop woken earlier could read the old due time (the lease's end) and sleep
+        past the new one, as it would on an engine that runs transactions side by side."""
         if self._wake_at is None:
             self._earliest = min(self._earliest, due)
         elif due < self._wake_at:
             self._sooner.set()
-        return due
 
     async def poll_one(self, provider: Provider, job: Job) -> None:
         """Poll one leased job and record what came of it."""
         now = self._clock()
         if job.status is Status.SUBMITTING and job.deferred and self._resume is not None:
-            await self._resume(job, self._schedule(job, now))
+            retry_at = self._schedule(job, now)
+            await self._resume(job, retry_at)
+            self._note_due(retry_at)
             return
         if job.status is Status.SUBMITTING:
             # its submission lease ran out: the process that held it died before recording
@@ -160,6 +167,7 @@ class Poller:
             # in one transaction (a commit per unchanged poll is most of polling's cost). If
             # the process dies first, the lease runs out and the job is polled again.
             self._quiet.append((next_at, job.id, owner))
+            self._note_due(next_at)
             return
 
         async def unit(tx: Tx) -> None:
@@ -176,6 +184,7 @@ class Poller:
                 )
 
         await self._store.write(unit)
+        self._note_due(next_at)
 
     async def _claim(self, provider: str, now: float, limit: int) -> list[Job]:
         if limit <= 0:

@@ -49,15 +49,16 @@ def _sqlite_path(database: str) -> str:
     return database
 
 
-async def open_store(database: str, *, lock_wait: float = LOCK_WAIT) -> Store:
+async def open_store(database: str, *, lock_wait: float = LOCK_WAIT, pool: int = 10) -> Store:
     """Open (creating and migrating as needed) the database named by `database`.
 
-    A write waits up to `lock_wait` seconds for another connection's lock.
+    A write waits up to `lock_wait` seconds for another connection's lock (SQLite) or for a
+    pooled connection (PostgreSQL: `pool` connections per process).
     Raises StorageUnavailable when it cannot be opened or written."""
     if engine_of(database) == "postgresql":
         from service.store.postgres import PostgresStore
 
-        return await PostgresStore.open(database, lock_wait=lock_wait)
+        return await PostgresStore.open(database, lock_wait=lock_wait, pool_size=pool)
     from service.store.sqlite import SqliteStore
 
     return await SqliteStore.open(_sqlite_path(database), lock_wait=lock_wait)

@@ -8,6 +8,8 @@ import time
 
 from service.sim.scenario import ScenarioSim
 from service.store import Tx
+from service.store.postgres.tx import PgTx
+from service.store.sqlite.tx import SqliteTx
 from tests.conftest import Running
 
 JOBS = 10_000
@@ -31,11 +33,17 @@ async def _seed(tx: Tx, provider_ids: list[str], now: float) -> None:
         )
         for i, pid in enumerate(provider_ids)
     ]
-    tx.conn.executemany(
+    sql = (
         "INSERT INTO jobs (id, model, provider, status, input, metadata, provider_job_id,"
-        " created_at, updated_at, next_poll_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
+        " created_at, updated_at, next_poll_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
+    # seeded in bulk with the engine's own driver: 10,000 jobs through the API would take long
+    if isinstance(tx, PgTx):
+        async with tx.conn.cursor() as cur:
+            await cur.executemany(sql.replace("?", "%s"), rows)
+    else:
+        assert isinstance(tx, SqliteTx)
+        tx.conn.executemany(sql, rows)
     tx.notify("poll")
 
 

@@ -132,17 +132,20 @@ class Jobs:
 
     # -- state -----------------------------------------------------------------------------
 
+    # A unit reads a job to decide what to write to it: FOR UPDATE makes units on the same
+    # job take turns, as SQLite's single writer does, so two callbacks arriving together
+    # cannot both apply a transition decided on the same stale state.
     async def get(self, job_id: str) -> Job | None:
-        """A job by id."""
-        cur = await self._conn.execute("SELECT * FROM jobs WHERE id = %s", (job_id,))
+        """A job by id, locked until the unit ends."""
+        cur = await self._conn.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
         row = await cur.fetchone()
         return Job.from_row(row) if row else None
 
     async def head(self, job_id: str) -> Head | None:
-        """The head of a job."""
+        """The head of a job, locked until the unit ends."""
         cur = await self._conn.execute(
             "SELECT id, status, progress, cost, provider_job_id, callback_status, next_poll_at"
-            " FROM jobs WHERE id = %s",
+            " FROM jobs WHERE id = %s FOR UPDATE",
             (job_id,),
         )
         row = await cur.fetchone()

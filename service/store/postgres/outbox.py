@@ -58,8 +58,10 @@ class Subscriptions:
         return [Subscription.from_row(r) for r in await cur.fetchall()]
 
     async def get(self, sub_id: str) -> Subscription | None:
-        """A subscription by id."""
-        cur = await self._conn.execute("SELECT * FROM subscriptions WHERE id = %s", (sub_id,))
+        """A subscription by id, locked until the unit ends (a change reads, then writes)."""
+        cur = await self._conn.execute(
+            "SELECT * FROM subscriptions WHERE id = %s FOR UPDATE", (sub_id,)
+        )
         row = await cur.fetchone()
         return Subscription.from_row(row) if row else None
 
@@ -199,8 +201,10 @@ class Deliveries:
         self._conn = conn
 
     async def get(self, delivery_id: str) -> Delivery | None:
-        """A delivery by id."""
-        cur = await self._conn.execute("SELECT * FROM deliveries WHERE id = %s", (delivery_id,))
+        """A delivery by id, locked until the unit ends."""
+        cur = await self._conn.execute(
+            "SELECT * FROM deliveries WHERE id = %s FOR UPDATE", (delivery_id,)
+        )
         row = await cur.fetchone()
         return Delivery.from_row(row) if row else None
 
