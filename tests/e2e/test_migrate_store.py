@@ -82,7 +82,7 @@ async def everything(relay: Running) -> dict[str, Any]:
 
 @asynccontextmanager
 async def relay_on(
-    database: Path, pixazo: PixazoSim, scenario: ScenarioSim
+    database: Path | str, pixazo: PixazoSim, scenario: ScenarioSim
 ) -> AsyncIterator[Running]:
     """A relay on `database` (as the start_relay fixture builds it), stopped on leaving."""
     sock = bind()
@@ -137,10 +137,10 @@ async def build_source(path: Path, pixazo: PixazoSim, scenario: ScenarioSim) -> 
 
 
 async def test_a_sqlite_installation_moves_to_postgresql_and_is_served_from_it(
+    pg_url: str,
     start_relay: StartRelay,
     pixazo: PixazoSim,
     scenario: ScenarioSim,
-    pg_url: str,
     tmp_path: Path,
 ) -> None:
     source = tmp_path / "relay.db"
@@ -218,6 +218,48 @@ async def test_a_target_holding_data_is_refused_and_left_as_it_was(
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone() == before
         assert conn.execute("SELECT count(*) FROM subscriptions").fetchone() == (1,)
+
+
+async def test_a_failure_halfway_leaves_the_target_empty(tmp_path: Path, pg_url: str) -> None:
+    source = tmp_path / "relay.db"
+    store = await open_store(str(source))
+    await store.close()
+    with sqlite3.connect(source) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, model, provider, status, input, created_at, updated_at)"
+            " VALUES ('job_1', 'pixazo/seedvr-image', 'pixazo', 'queued', '{}', 1.0, 1.0)"
+        )
+        # SQLite keeps text in a REAL column; PostgreSQL refuses it, after jobs went in
+        conn.execute(
+            "INSERT INTO events (type, source, created_at, data)"
+            " VALUES ('job.created', 'api', 'soon', '{}')"
+        )
+
+    done = await asyncio.to_thread(migrate, "--from", str(source), "--to", pg_url)
+
+    assert done.returncode == 1, done.stdout
+    assert "nothing was kept" in done.stderr
+    assert password_of(pg_url) not in done.stderr
+    with psycopg.connect(pg_url) as conn:
+        for table in TABLES[:-1]:
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table  # noqa: S608
+
+
+async def test_the_source_secrets_replace_those_a_relay_left_on_the_target(
+    pg_url: str, start_relay: StartRelay, pixazo: PixazoSim, scenario: ScenarioSim, tmp_path: Path
+) -> None:
+    async with relay_on(tmp_path / "relay.db", pixazo, scenario) as relay:
+        source_secret = await get(relay, "/v1/webhook-secret")
+    # a relay was started on the target once: it made a secret of its own there
+    async with relay_on(pg_url, pixazo, scenario) as relay:
+        target_secret = await get(relay, "/v1/webhook-secret")
+    assert target_secret != source_secret
+
+    done = await asyncio.to_thread(migrate, "--from", str(tmp_path / "relay.db"), "--to", pg_url)
+
+    assert done.returncode == 0, done.stderr
+    relay = await start_relay(RELAY_DATABASE=pg_url, RELAY_SECRET=SECRET)
+    assert await get(relay, "/v1/webhook-secret") == source_secret
 
 
 def test_a_missing_source_file_is_refused(tmp_path: Path, pg_url: str) -> None:
