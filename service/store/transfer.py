@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urlsplit
 
+from service import owners
 from service.errors import StorageUnavailable
 from service.store import engine_of, open_store, redacted
 from service.store.postgres.load import DatabaseError, PgTarget, TargetBusy
@@ -67,10 +70,14 @@ async def _migrate_target(url: str) -> None:
 
 
 def _safe(text: str, url: str) -> str:
-    """An error text with the URL's password masked, should a driver ever echo it."""
-    full = url.partition("://")[2].rpartition("@")[0]
-    password = full.partition(":")[2]
-    return text.replace(password, "***") if password else text
+    """An error text with the URL's passwords masked, should a driver ever echo one."""
+    parts = urlsplit(url)
+    found = {parts.password or ""}
+    found |= {v for k, v in parse_qsl(parts.query) if k.lower() == "password"}
+    for password in sorted(found | {unquote(p) for p in found}, key=len, reverse=True):
+        if password:
+            text = text.replace(password, "***")
+    return text
 
 
 def migrate(source: str, target: str) -> Report:
@@ -81,20 +88,30 @@ def migrate(source: str, target: str) -> Report:
     if path is None:
         raise TransferError(f"not a SQLite database: {source}")
     where = redacted(target)
-    try:
-        asyncio.run(_migrate_target(target))
-    except StorageUnavailable as exc:
-        raise TransferError(f"cannot use the target {where}: {_safe(exc.reason, target)}") from exc
+    # the source first: a missing or running one is refused before the target is touched
     try:
         reader = SqliteSource(path)
     except SourceError as exc:
         raise TransferError(f"cannot read the source: {exc}") from exc
-    report = Report(path, where)
     try:
+        running = reader.live_owners(owners.alive_after(time.time()))
+        if running:
+            raise TransferError(
+                f"a relay is running on {path} ({running} process{'es' if running > 1 else ''}"
+                f" with a heartbeat in the last {owners.DEAD_AFTER:g} s): stop it first"
+            )
+        asyncio.run(_migrate_target(target))
         writer = PgTarget(target)
+    except StorageUnavailable as exc:
+        reader.close()
+        raise TransferError(f"cannot use the target: {_safe(exc.reason, target)}") from exc
     except DatabaseError as exc:
         reader.close()
         raise TransferError(f"cannot use the target {where}: {_safe(str(exc), target)}") from exc
+    except BaseException:
+        reader.close()
+        raise
+    report = Report(path, where)
     try:
         with writer.transaction((*TABLES, "meta")):
             _refuse_non_empty(writer, where)

@@ -41,10 +41,10 @@ def scenario_job(scenario: ScenarioSim) -> dict[str, Any]:
     }
 
 
-def migrate(*args: str) -> subprocess.CompletedProcess[str]:
+def migrate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PIXAZO_"))}
     return subprocess.run(  # noqa: S603
-        [EXE, "migrate-store", *args], capture_output=True, text=True, timeout=60, env=env
+        [EXE, "migrate-store", *args], capture_output=True, text=True, timeout=60, env=env, cwd=cwd
     )
 
 
@@ -199,8 +199,12 @@ async def test_a_target_holding_data_is_refused_and_left_as_it_was(
             "INSERT INTO events (id, type, source, created_at, data)"
             " VALUES (7, 'relay.started', 'system', 1.0, '{}')"
         )
-    first = await asyncio.to_thread(migrate, "--from", str(source), "--to", pg_url)
+    # sqlite://relative names a file under the working directory
+    first = await asyncio.to_thread(
+        migrate, "--from", "sqlite://relay.db", "--to", pg_url, cwd=tmp_path
+    )
     assert first.returncode == 0, first.stderr
+    assert "last event id: 7" in first.stdout
     with psycopg.connect(pg_url) as conn:
         conn.execute(
             "INSERT INTO subscriptions (id, url, kind, events, created_at, updated_at)"
@@ -262,12 +266,43 @@ async def test_the_source_secrets_replace_those_a_relay_left_on_the_target(
     assert await get(relay, "/v1/webhook-secret") == source_secret
 
 
-def test_a_missing_source_file_is_refused(tmp_path: Path, pg_url: str) -> None:
-    done = migrate("--from", f"sqlite:///{tmp_path}/nowhere.db", "--to", pg_url)
+def tables_of(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.mark.parametrize("content", [None, b"not a database, just some text" * 100])
+def test_a_missing_or_foreign_source_is_refused_before_the_target_is_touched(
+    tmp_path: Path, pg_url: str, content: bytes | None
+) -> None:
+    source = tmp_path / "nowhere.db"
+    if content is not None:
+        source.write_bytes(content)
+    done = migrate("--from", f"sqlite://{source}", "--to", pg_url)  # sqlite:///abs
     assert done.returncode == 1
-    assert "nowhere.db: no such file" in done.stderr
-    assert not (tmp_path / "nowhere.db").exists()  # read-only: nothing created
+    assert f"cannot read the source: {source}: " in done.stderr
+    if content is None:
+        assert "no such file" in done.stderr
+        assert not source.exists()  # read-only: nothing created
+    assert tables_of(pg_url) == []
     assert password_of(pg_url) not in done.stderr
+
+
+async def test_a_source_with_a_running_relay_is_refused(
+    pg_url: str, pixazo: PixazoSim, scenario: ScenarioSim, tmp_path: Path
+) -> None:
+    source = tmp_path / "relay.db"
+    async with relay_on(source, pixazo, scenario):
+        done = await asyncio.to_thread(migrate, "--from", str(source), "--to", pg_url)
+    assert done.returncode == 1
+    assert "a relay is running on" in done.stderr and "stop it first" in done.stderr
+    assert tables_of(pg_url) == []
+    # stopped cleanly, it is gone from the owners table: the copy goes ahead
+    again = await asyncio.to_thread(migrate, "--from", str(source), "--to", pg_url)
+    assert again.returncode == 0, again.stderr
 
 
 @pytest.mark.parametrize(

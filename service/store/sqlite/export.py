@@ -20,8 +20,10 @@ class SqliteSource:
 
     def __init__(self, path: str) -> None:
         file = Path(path)
-        if not file.is_file():
+        if not file.exists():
             raise SourceError(f"{path}: no such file")
+        if not file.is_file():
+            raise SourceError(f"{path}: not a file")
         # mode=ro: the copy never writes (nor migrates) the installation it reads
         uri = f"file:{quote(str(file.resolve()))}?mode=ro"
         try:
@@ -36,6 +38,15 @@ class SqliteSource:
             self._conn.close()
             raise SourceError(f"{path}: not an upscale-relay database (no jobs or events table)")
         self._tables = names
+
+    def live_owners(self, alive_after: float) -> int:
+        """How many relay processes had a heartbeat later than `alive_after` (epoch s)."""
+        if "owners" not in self._tables:
+            return 0
+        row = self._conn.execute(
+            "SELECT count(*) FROM owners WHERE heartbeat_at > ?", (alive_after,)
+        ).fetchone()
+        return int(row[0])
 
     def columns(self, table: str) -> list[str]:
         """The table's column names, in their order; empty when there is no such table."""
