@@ -35,6 +35,7 @@ class Report:
     target: str
     counts: dict[str, int] = field(default_factory=dict)
     last_event_id: int | None = None
+    left_out: list[str] = field(default_factory=list)  # table.column the target lacks
 
     def lines(self) -> list[str]:
         """The report as printed by the command line."""
@@ -46,6 +47,8 @@ class Report:
         ]
         last = "none" if self.last_event_id is None else str(self.last_event_id)
         out.append(f"last event id: {last}")
+        if self.left_out:
+            out.append(f"left out (the target has no such column): {', '.join(self.left_out)}")
         return out
 
 
@@ -116,7 +119,7 @@ def migrate(source: str, target: str) -> Report:
         with writer.transaction((*TABLES, "meta")):
             _refuse_non_empty(writer, where)
             for table in TABLES:
-                report.counts[table] = _copy_table(reader, writer, table)
+                report.counts[table] = _copy_table(reader, writer, table, report.left_out)
             report.counts["meta"] = _copy_meta(reader, writer)
             writer.move_identities(TABLES)
             report.last_event_id = writer.last("events", "id")
@@ -143,10 +146,13 @@ def _refuse_non_empty(writer: PgTarget, where: str) -> None:
         raise TransferError(f"the target {where} is not empty ({listed}); nothing was copied")
 
 
-def _copy_table(reader: SqliteSource, writer: PgTarget, table: str) -> int:
+def _copy_table(reader: SqliteSource, writer: PgTarget, table: str, left_out: list[str]) -> int:
     wanted = set(writer.columns(table))
-    # by name, both sides' columns: a column only one side knows takes the target's default
-    columns = [c for c in reader.columns(table) if c in wanted and _NAME.fullmatch(c)]
+    # by name, both sides' columns: a column only the target knows takes its default; one
+    # only the source knows (a newer relay's file) is named in the report
+    have = reader.columns(table)
+    columns = [c for c in have if c in wanted and _NAME.fullmatch(c)]
+    left_out += [f"{table}.{c}" for c in have if c not in columns]
     if not columns:
         return 0
     return writer.copy(table, columns, reader.rows(table, columns))

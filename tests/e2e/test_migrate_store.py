@@ -195,9 +195,11 @@ async def test_a_target_holding_data_is_refused_and_left_as_it_was(
     store = await open_store(str(source))  # the relay's schema, one event in it
     await store.close()
     with sqlite3.connect(source) as conn:
+        # a column of a newer relay's schema: copied by name, the one the target lacks named
+        conn.execute("ALTER TABLE events ADD COLUMN future_note TEXT")
         conn.execute(
-            "INSERT INTO events (id, type, source, created_at, data)"
-            " VALUES (7, 'relay.started', 'system', 1.0, '{}')"
+            "INSERT INTO events (id, type, source, created_at, data, future_note)"
+            " VALUES (7, 'relay.started', 'system', 1.0, '{}', 'x')"
         )
     # sqlite://relative names a file under the working directory
     first = await asyncio.to_thread(
@@ -205,6 +207,7 @@ async def test_a_target_holding_data_is_refused_and_left_as_it_was(
     )
     assert first.returncode == 0, first.stderr
     assert "last event id: 7" in first.stdout
+    assert "left out (the target has no such column): events.future_note" in first.stdout
     with psycopg.connect(pg_url) as conn:
         conn.execute(
             "INSERT INTO subscriptions (id, url, kind, events, created_at, updated_at)"
