@@ -86,7 +86,7 @@ def _safe(text: str, url: str) -> str:
 def migrate(source: str, target: str) -> Report:
     """Copy the SQLite installation at `source` into the empty PostgreSQL `target`.
 
-    Raises TransferError, with nothing written, when it cannot."""
+    Raises TransferError, no row written (the schema may be), when it cannot."""
     path = sqlite_path(source)
     if path is None:
         raise TransferError(f"not a SQLite database: {source}")
