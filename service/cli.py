@@ -1,4 +1,4 @@
-"""Command line: serve | demo | submit | jobs | subscriptions | deliveries (lazy imports)."""
+"""Command line: serve | demo | migrate-store | submit | jobs | subscriptions | deliveries."""
 
 from __future__ import annotations
 
@@ -25,6 +25,29 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     demo = sub.add_parser("demo", help="run everything on loopback with simulated providers")
     demo.add_argument("--timeout", type=float, default=30.0, help="give up after this many s")
+    migrate = sub.add_parser(
+        "migrate-store",
+        help="copy a stopped relay's SQLite database into an empty PostgreSQL database",
+        description="Copy jobs, events (with their ids), idempotency keys, subscriptions with "
+        "their secrets, deliveries and attempts from a SQLite file into an empty PostgreSQL "
+        "database, in one transaction. Stop the relay first.",
+    )
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        type=_sqlite_source,
+        metavar="SQLITE",
+        help="sqlite:///abs/path/relay.db, sqlite://relative/relay.db or a path",
+    )
+    migrate.add_argument(
+        "--to",
+        dest="target",
+        required=True,
+        type=_postgres_target,
+        metavar="POSTGRESQL_URL",
+        help="postgresql://user:password@host:5432/db (must hold no relay data)",
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="the relay (default $RELAY_URL or http://127.0.0.1:8000)")
     common.add_argument("--token", help="an API token (default $RELAY_TOKEN)")
@@ -42,6 +65,35 @@ def _parser() -> argparse.ArgumentParser:
     deliveries.add_argument("--status")
     deliveries.add_argument("--subscription", dest="subscription_id")
     return parser
+
+
+def _sqlite_source(value: str) -> str:
+    from service.store.transfer import sqlite_path
+
+    if sqlite_path(value) is None:
+        raise argparse.ArgumentTypeError("expected sqlite:///path/relay.db or a file path")
+    return value
+
+
+def _postgres_target(value: str) -> str:
+    from service.store.transfer import is_postgres
+
+    if not is_postgres(value):
+        # the value itself is left out: it may hold a password
+        raise argparse.ArgumentTypeError("expected a postgresql://user:password@host/db URL")
+    return value
+
+
+def _migrate_store(source: str, target: str) -> int:
+    from service.store.transfer import TransferError, migrate
+
+    try:
+        report = migrate(source, target)
+    except TransferError as exc:
+        print(f"upscale-relay: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
+    return 0
 
 
 def _check_database(path: str) -> str | None:
@@ -145,4 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         from service import demo
 
         return asyncio.run(demo.run(limit=args.timeout))
+    if args.command == "migrate-store":
+        return _migrate_store(args.source, args.target)
     return _client_command(args)
