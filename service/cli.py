@@ -128,9 +128,10 @@ def _serve(host: str, port: int, log_level: str) -> int:
     # Checked before uvicorn starts: a failed lifespan would print a traceback, not a reason.
     reason = _check_database(settings.database)
     if reason is not None:
-        print(
-            f"upscale-relay: cannot use the database {settings.database}: {reason}", file=sys.stderr
-        )
+        from service.store import redacted
+
+        where = redacted(settings.database)
+        print(f"upscale-relay: cannot use the database {where}: {reason}", file=sys.stderr)
         return 1
     logs.configure(log_level)
     if warning:

@@ -153,6 +153,27 @@ def test_serve_exits_at_once_naming_a_database_it_cannot_use(tmp_path: Path, cas
     assert lines == [f"upscale-relay: cannot use the database {path}: {REASONS[case]}"], done.stderr
 
 
+def test_serve_names_an_unreachable_postgresql_database_without_its_password(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there
+    url = f"postgresql://relay:hunter2-secret@127.0.0.1:{port}/relay"
+    done = subprocess.run(  # noqa: S603
+        [EXE, "serve", "--port", "0", "--log-level", "warning"],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path, RELAY_DATABASE=url),
+        cwd=tmp_path,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "hunter2-secret" not in done.stderr + done.stdout
+    assert f"postgresql://relay:***@127.0.0.1:{port}/relay" in done.stderr
+
+
 def test_serve_creates_a_private_database(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
