@@ -111,3 +111,33 @@ async def service(
         yield svc
     finally:
         await svc.stop()
+
+
+@asynccontextmanager
+async def pg_service(
+    database_url: str,
+    *,
+    log_level: str = "warning",
+    log: IO[bytes] | None = None,
+    **env: str,
+) -> AsyncIterator[Service]:
+    """`service` on a PostgreSQL database: each process its own port and public URL."""
+    port = _free_port()
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PIXAZO_", "SCENARIO_"))
+    }
+    base.update(
+        {
+            "RELAY_DATABASE": database_url,
+            "RELAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "RELAY_POLL_MIN": "0.2",
+            "RELAY_POLL_MAX": "0.5",
+            "RELAY_ALLOW_PRIVATE_TARGETS": "1",
+            **env,
+        }
+    )
+    svc = Service(base, port, log_level, log)
+    try:
+        yield svc
+    finally:
+        await svc.stop()

@@ -1,0 +1,119 @@
+"""The event cursor on PostgreSQL: writers in several processes, followers that miss nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.e2e.harness import pg_service
+
+pytestmark = pytest.mark.e2e
+
+WRITERS = 3  # OS processes
+TASKS = 6  # concurrent transactions in each
+WRITE_SECONDS = 5.0
+
+# One writer process: TASKS loops, each appending events in transactions of its own that stay
+# open a few random milliseconds after the insert, so transactions of every process overlap
+# and ids taken from the sequence would commit out of order but for the event-order lock.
+WRITER = """
+import asyncio, os, random, sys, time
+from service.outbox import append_event
+from service.store import open_store
+
+async def main() -> None:
+    store = await open_store(os.environ["CURSOR_DB"])
+    name, stop = sys.argv[1], time.monotonic() + float(sys.argv[2])
+    written = 0
+
+    async def loop(task: int) -> None:
+        nonlocal written
+        n = 0
+        while time.monotonic() < stop:
+            n += 1
+
+            async def unit(tx, n=n):
+                await append_event(tx, None, "test.cursor", "system", time.time(),
+                                   {"writer": name, "task": task, "n": n})
+                await asyncio.sleep(random.uniform(0, 0.004))
+
+            await store.write(unit)
+            written += 1
+
+    await asyncio.gather(*(loop(t) for t in range(int(sys.argv[3]))))
+    await store.close()
+    print(written)
+
+asyncio.run(main())
+"""
+
+
+async def follow(base_url: str, done: asyncio.Event, wait: int) -> list[int]:
+    """Read /v1/events?after= from 0, moving the cursor to each page's last id, until `done`
+    is set and a read past it comes back empty; every id received, in order received."""
+    seen: list[int] = []
+    cursor = "0"
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        while True:
+            finished = done.is_set()
+            params: dict[str, Any] = {"after": cursor, "limit": 50}
+            if wait:
+                params["wait"] = wait
+            page = await client.get("/v1/events", params=params)
+            assert page.status_code == 200, page.text
+            body = page.json()
+            seen.extend(int(e["id"]) for e in body["data"])
+            cursor = body["next_cursor"]
+            if finished and not body["data"]:
+                return seen
+
+
+def stored_ids(url: str) -> list[int]:
+    """Every event id in the database, read directly."""
+    with psycopg.connect(url) as conn:
+        return [int(r[0]) for r in conn.execute("SELECT id FROM events ORDER BY id").fetchall()]
+
+
+async def test_followers_miss_no_event_while_three_processes_write_at_once(pg_url: str) -> None:
+    async with pg_service(pg_url) as relay, pg_service(pg_url) as other:
+        await asyncio.gather(relay.start(), other.start())
+        env = {**os.environ, "CURSOR_DB": pg_url}
+        done = asyncio.Event()
+        followers = [
+            asyncio.create_task(follow(relay.url, done, 0)),  # reads as fast as it can
+            asyncio.create_task(follow(other.url, done, 1)),  # woken by NOTIFY on commits
+        ]
+        started = time.monotonic()
+        writers = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                WRITER,
+                f"w{i}",
+                f"{WRITE_SECONDS:g}",
+                str(TASKS),
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            for i in range(WRITERS)
+        ]
+        outputs = [await w.communicate() for w in writers]
+        assert [w.returncode for w in writers] == [0] * WRITERS
+        written = sum(int(out.decode()) for out, _ in outputs)
+        assert time.monotonic() - started < WRITE_SECONDS + 10
+        done.set()
+        seen = await asyncio.wait_for(asyncio.gather(*followers), 30)
+    stored = stored_ids(pg_url)
+    assert len(stored) == written > 500, (len(stored), written)
+    for follower in seen:
+        assert follower == sorted(follower)  # the cursor only moves forward
+        missed = sorted(set(stored) - set(follower))
+        assert not missed, f"{len(missed)} of {len(stored)} events missed: {missed[:20]}"
+        assert len(follower) == len(stored)  # and none twice
