@@ -6,13 +6,10 @@ import asyncio
 import os
 import sys
 import time
-from typing import Any
 
-import httpx
-import psycopg
 import pytest
 
-from tests.e2e.harness import pg_service
+from tests.e2e.harness import follow_events, pg_service, stored_event_ids
 
 pytestmark = pytest.mark.e2e
 
@@ -55,40 +52,14 @@ asyncio.run(main())
 """
 
 
-async def follow(base_url: str, done: asyncio.Event, wait: int) -> list[int]:
-    """Read /v1/events?after= from 0, moving the cursor to each page's last id, until `done`
-    is set and a read past it comes back empty; every id received, in order received."""
-    seen: list[int] = []
-    cursor = "0"
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-        while True:
-            finished = done.is_set()
-            params: dict[str, Any] = {"after": cursor, "limit": 50}
-            if wait:
-                params["wait"] = wait
-            page = await client.get("/v1/events", params=params)
-            assert page.status_code == 200, page.text
-            body = page.json()
-            seen.extend(int(e["id"]) for e in body["data"])
-            cursor = body["next_cursor"]
-            if finished and not body["data"]:
-                return seen
-
-
-def stored_ids(url: str) -> list[int]:
-    """Every event id in the database, read directly."""
-    with psycopg.connect(url) as conn:
-        return [int(r[0]) for r in conn.execute("SELECT id FROM events ORDER BY id").fetchall()]
-
-
 async def test_followers_miss_no_event_while_three_processes_write_at_once(pg_url: str) -> None:
     async with pg_service(pg_url) as relay, pg_service(pg_url) as other:
         await asyncio.gather(relay.start(), other.start())
         env = {**os.environ, "CURSOR_DB": pg_url}
         done = asyncio.Event()
         followers = [
-            asyncio.create_task(follow(relay.url, done, 0)),  # reads as fast as it can
-            asyncio.create_task(follow(other.url, done, 1)),  # woken by NOTIFY on commits
+            asyncio.create_task(follow_events(relay.url, done, 0)),  # reads as fast as it can
+            asyncio.create_task(follow_events(other.url, done, 1)),  # woken by NOTIFY on commits
         ]
         started = time.monotonic()
         writers = [
@@ -110,7 +81,7 @@ async def test_followers_miss_no_event_while_three_processes_write_at_once(pg_ur
         assert time.monotonic() - started < WRITE_SECONDS + 10
         done.set()
         seen = await asyncio.wait_for(asyncio.gather(*followers), 30)
-    stored = stored_ids(pg_url)
+    stored = stored_event_ids(pg_url)
     assert len(stored) == written > 500, (len(stored), written)
     for follower in seen:
         assert follower == sorted(follower)  # the cursor only moves forward

@@ -22,7 +22,7 @@ from service.sim.pixazo import CallbackAttempt, PixazoSim
 from service.sim.scenario import ScenarioSim
 from service.sim.server import serve
 from service.sim.subscriber import Subscriber
-from tests.e2e.harness import TERMINAL, Service, pg_service
+from tests.e2e.harness import TERMINAL, Service, follow_events, pg_service, stored_event_ids
 
 pytestmark = pytest.mark.e2e
 
@@ -171,8 +171,10 @@ async def test_three_processes_one_killed_one_stopped_lose_nothing_and_do_nothin
             assert chat.json()["rate_per_second"] == 1.0
             chat_id = chat.json()["id"]
 
-        stop_echo = asyncio.Event()
+        stop_echo, stop_following = asyncio.Event(), asyncio.Event()
         echo = asyncio.create_task(burst.echo_callbacks(stop_echo))
+        # a consumer of the event log, on the process that lives, while all three write
+        follower = asyncio.create_task(follow_events(relays[0].url, stop_following, 1))
         began = time.monotonic()
         submissions = []
         killed = stopped = 0.0
@@ -243,6 +245,8 @@ async def test_three_processes_one_killed_one_stopped_lose_nothing_and_do_nothin
             "every delivery succeeds",
         )
         await asyncio.sleep(0.5)  # a repeat, if there were one, would show up now
+        stop_following.set()
+        followed = await asyncio.wait_for(follower, 10)
 
         # every notification: a repeat only under the same webhook-id
         repeats = {key: ids for key, ids in notified().items() if len(ids) > 1}
@@ -283,6 +287,9 @@ async def test_three_processes_one_killed_one_stopped_lose_nothing_and_do_nothin
             assert all(n == 1 for n in states.values()), (job_id, states)
             bodies = [e["data"] for e in log if e["type"] == "callback.received"]
             assert len(bodies) == len(set(bodies)), (job_id, bodies)
+
+        # the consumer of /v1/events?after= missed nothing
+        assert followed == stored_event_ids(pg_url)
 
         # no job was polled by two processes at once
         assert max(burst.scenario.polls_at_once.values()) == 1, burst.scenario.polls_at_once
