@@ -131,6 +131,9 @@ class PixazoSim:
         self.jobs: dict[str, SimJob] = {}
         self.callbacks_sent: list[CallbackAttempt] = []
         self.callbacks_lost = 0
+        # per request id: the most status requests in flight at once (more than 1: a double poll)
+        self.polls_at_once: dict[str, int] = {}
+        self._polling: collections.Counter[str] = collections.Counter()
         self._failures: collections.deque[tuple[int, float | None]] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
@@ -283,13 +286,20 @@ class PixazoSim:
         return JSONResponse(answer, status_code=202)
 
     async def _status(self, request: Request) -> Response:
-        await self._receive(request)
-        if not self._authorized(request):
-            return _error(401)
         request_id: str = request.path_params["request_id"]
-        if request_id not in self.jobs:
-            return _error(404, f"Request '{request_id}' not found.")
-        return JSONResponse(self._observed(request_id))
+        self._polling[request_id] += 1
+        self.polls_at_once[request_id] = max(
+            self.polls_at_once.get(request_id, 0), self._polling[request_id]
+        )
+        try:
+            await self._receive(request)
+            if not self._authorized(request):
+                return _error(401)
+            if request_id not in self.jobs:
+                return _error(404, f"Request '{request_id}' not found.")
+            return JSONResponse(self._observed(request_id))
+        finally:
+            self._polling[request_id] -= 1
 
     async def _prediction(self, request: Request) -> Response:
         body, _ = await self._receive(request)

@@ -166,6 +166,9 @@ class ScenarioSim:
         self.poll_log: dict[str, list[float]] = {}
         self.in_flight = 0
         self.max_in_flight = 0
+        # per job: the most GET /v1/jobs/{id} in flight at once (more than 1: a double poll)
+        self.polls_at_once: dict[str, int] = {}
+        self._polling: collections.Counter[str] = collections.Counter()
         self.request_count: collections.Counter[str] = collections.Counter()
         self._burst_remaining = 0
         self._burst_retry_after: float | None = None
@@ -310,6 +313,8 @@ class ScenarioSim:
             log.append(time.monotonic())
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self._polling[job_id] += 1
+        self.polls_at_once[job_id] = max(self.polls_at_once.get(job_id, 0), self._polling[job_id])
         try:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
@@ -329,6 +334,7 @@ class ScenarioSim:
             return JSONResponse(self.job_body(job_id))
         finally:
             self.in_flight -= 1
+            self._polling[job_id] -= 1
 
     async def _create_asset(self, request: Request) -> Response:
         self.request_count["asset_create"] += 1

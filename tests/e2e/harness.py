@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -111,3 +111,61 @@ async def service(
         yield svc
     finally:
         await svc.stop()
+
+
+@asynccontextmanager
+async def pg_service(
+    database_url: str,
+    *,
+    log_level: str = "warning",
+    log: IO[bytes] | None = None,
+    **env: str,
+) -> AsyncIterator[Service]:
+    """`service` on a PostgreSQL database: each process its own port and public URL."""
+    port = _free_port()
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "PIXAZO_", "SCENARIO_"))
+    }
+    base.update(
+        {
+            "RELAY_DATABASE": database_url,
+            "RELAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "RELAY_POLL_MIN": "0.2",
+            "RELAY_POLL_MAX": "0.5",
+            "RELAY_ALLOW_PRIVATE_TARGETS": "1",
+            **env,
+        }
+    )
+    svc = Service(base, port, log_level, log)
+    try:
+        yield svc
+    finally:
+        await svc.stop()
+
+
+async def follow_events(base_url: str, done: asyncio.Event, wait: int) -> list[int]:
+    """Read /v1/events?after= from 0, moving the cursor to each page's last id, until `done`
+    is set and a read past it comes back empty; every id received, in order received."""
+    seen: list[int] = []
+    cursor = "0"
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        while True:
+            finished = done.is_set()
+            params: dict[str, Any] = {"after": cursor, "limit": 50}
+            if wait:
+                params["wait"] = wait
+            page = await client.get("/v1/events", params=params)
+            assert page.status_code == 200, page.text
+            body = page.json()
+            seen.extend(int(e["id"]) for e in body["data"])
+            cursor = body["next_cursor"]
+            if finished and not body["data"]:
+                return seen
+
+
+def stored_event_ids(url: str) -> list[int]:
+    """Every event id in a PostgreSQL database, read directly."""
+    import psycopg  # only the PostgreSQL tests need it
+
+    with psycopg.connect(url) as conn:
+        return [int(r[0]) for r in conn.execute("SELECT id FROM events ORDER BY id").fetchall()]
