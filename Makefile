@@ -38,8 +38,16 @@ postgres:
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a silent pass.
 # RELAY_REQUIRE_POSTGRES=1: a PostgreSQL test that cannot start its server fails, never skips.
+# The relay's main flows run a second time on PostgreSQL (the store contract suite and the
+# multi-process tests already run on it in the first pass).
+PG_FLOWS := tests/integration/test_callbacks.py \
+	tests/integration/test_pixazo_flow.py tests/integration/test_scenario_flow.py \
+	tests/integration/test_delivery.py tests/integration/test_subscriptions.py \
+	tests/integration/test_pacing.py tests/integration/test_poll_schedule.py
+
 pytest: $(STAMP) postgres
 	RELAY_REQUIRE_POSTGRES=1 $(BIN)/pytest
+	RELAY_REQUIRE_POSTGRES=1 RELAY_TEST_ENGINE=postgresql $(BIN)/pytest -q $(PG_FLOWS)
 
 test: lint typecheck pytest
 
