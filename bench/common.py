@@ -369,7 +369,7 @@ async def healthz(port: int) -> bool:
 
 
 def relay_server(
-    db: Path, workdir: Path, cpu: str | None = SERVER_CPU, console: bool = False, **env: str
+    db: Path | str, workdir: Path, cpu: str | None = SERVER_CPU, console: bool = False, **env: str
 ) -> Server:
     """`python -m service serve` (or the console script) on a free port, configured by env."""
     port = free_port()
