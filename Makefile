@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test lint format typecheck pytest check bench clean postgres
+.PHONY: install demo serve test lint format typecheck pytest check bench clean test-packages
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,8 +33,8 @@ typecheck: $(STAMP)
 
 # The PostgreSQL server binaries the suite starts a throwaway server from (installed as root
 # with apt-get when missing; a no-op when present).
-postgres:
-	scripts/ensure-postgres
+test-packages:
+	scripts/ensure-test-packages
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a silent pass.
 # RELAY_REQUIRE_POSTGRES=1: a PostgreSQL test that cannot start its server fails, never skips.
@@ -45,7 +45,7 @@ PG_FLOWS := tests/integration/test_callbacks.py \
 	tests/integration/test_delivery.py tests/integration/test_subscriptions.py \
 	tests/integration/test_pacing.py tests/integration/test_poll_schedule.py
 
-pytest: $(STAMP) postgres
+pytest: $(STAMP) test-packages
 	RELAY_REQUIRE_POSTGRES=1 $(BIN)/pytest
 	RELAY_REQUIRE_POSTGRES=1 RELAY_TEST_ENGINE=postgresql $(BIN)/pytest -q $(PG_FLOWS)
 

@@ -37,7 +37,7 @@ def find_bindir(root: Path = ROOT_LIB) -> Path:
     found = [p.parent for p in root.glob("*/bin/initdb") if p.parent.parent.name.isdigit()]
     if not found:
         raise PgServerError(
-            f"no PostgreSQL server under {root}/*/bin (run scripts/ensure-postgres as root, "
+            f"no PostgreSQL server under {root}/*/bin (run scripts/ensure-test-packages as root, "
             "or apt-get install postgresql)"
         )
     return max(found, key=lambda p: int(p.parent.name))
