@@ -9,13 +9,20 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
+
 # One encoder for every call: json.dumps with options builds a new one each time.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON for storage."""
-    return _ENCODER.encode(value)
+    """Compact JSON for storage (UTF-8 text, no spaces)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        # what orjson refuses and json takes: integers past 64 bits, keys that are not
+        # strings, lone surrogates (which the database then refuses as before)
+        return _ENCODER.encode(value)
 
 
 # The last whole second formatted, (second, "YYYY-MM-DDTHH:MM:SS"): most times formatted
