@@ -70,7 +70,7 @@ class Tokens:
         else (forged, expired, compressed, malformed), which `read` hands to itsdangerous.
 
         The same check as itsdangerous' (HMAC-SHA1 under the same derived key, compared in
-        constant time, then the age) at a quarter of its cost: no signer objects, no
+        constant time, then the age) at under half its cost: no signer objects, no
         exceptions, the key derived once."""
         value, dot, sig = token.rpartition(".")
         payload, dot2, stamp = value.rpartition(".")
