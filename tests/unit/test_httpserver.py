@@ -23,19 +23,25 @@ async def _app(scope: Scope, receive: Receive, send: Send) -> None:
 def root_handler() -> Iterator[logging.Logger]:
     """A handler on the root logger, as `serve` sets one up (uvicorn's loggers propagate)."""
     root = logging.getLogger()
+    access = logging.getLogger("uvicorn.access")
     handler = logging.NullHandler()
-    level = root.level
+    saved = (root.level, access.level, access.propagate, access.disabled)
     root.addHandler(handler)
+    # as `serve` leaves it (log_config=None), whatever servers earlier tests ran did to it
+    access.setLevel(logging.NOTSET)
+    access.propagate, access.disabled = True, False
     try:
         yield root
     finally:
         root.removeHandler(handler)
-        root.setLevel(level)
+        root.setLevel(saved[0])
+        access.setLevel(saved[1])
+        access.propagate, access.disabled = saved[2], saved[3]
 
 
 async def _access_log(level: int) -> bool:
-    """Whether a connection's protocol would log each request, the root logger at `level`."""
-    logging.getLogger().setLevel(level)
+    """Whether a connection's protocol would log each request, its logger at `level`."""
+    logging.getLogger("uvicorn.access").setLevel(level)
     config = uvicorn.Config(_app, log_config=None)
     state = ServerState()
     cls = httpserver.protocol(10.0, 32 * 1024)
