@@ -34,6 +34,10 @@ class BoundedHeaders(HttpToolsProtocol):
     max_header_bytes = 32 * 1024
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # uvicorn logs each request when the access logger has any handler (ours propagate to
+        # the root's), building its arguments even when the level then drops the line: only
+        # when INFO would print is the (token-redacting) access log kept.
+        self.access_log = self.access_log and self.access_logger.isEnabledFor(logging.INFO)
         self.relay_in_head = True
         self.relay_head_bytes = 0
         self.relay_timer: asyncio.TimerHandle | None = None

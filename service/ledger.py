@@ -154,15 +154,10 @@ async def _transition(
         return (job if isinstance(job, Job) else await _full(tx, job.id)), events
     sets["updated_at"] = now
     updated = await tx.jobs.update(job.id, sets)
-    data = updated.notification_data()
-    data["provider_status"] = report.raw_status
-    if extra:
-        data.update(extra)
     if moved:
-        event = await append_event(
-            tx, job.id, f"job.{report.status}", source, now, data, str(report.status), updated
-        )
+        event = await _moved(tx, updated, report, source, now, extra)
     elif "progress" in sets:
+        data = _data(updated, report, extra)
         dedupe = f"progress:{int(updated.progress * 10)}"
         event = await append_event(tx, job.id, "job.progress", source, now, data, dedupe, updated)
     else:
@@ -238,6 +233,23 @@ async def _full(tx: Tx, job_id: str) -> Job:
     return job
 
 
+def _data(job: Job, report: Report, extra: dict[str, Any] | None) -> dict[str, Any]:
+    data = job.notification_data()
+    data["provider_status"] = report.raw_status
+    if extra:
+        data.update(extra)
+    return data
+
+
+async def _moved(
+    tx: Tx, job: Job, report: Report, source: Source, now: float, extra: dict[str, Any] | None
+) -> Event | None:
+    """The event of a job moved to the report's state (once per state)."""
+    data = _data(job, report, extra)
+    status = str(report.status)
+    return await append_event(tx, job.id, "job." + status, source, now, data, status, job)
+
+
 async def _keep_callback(
     tx: Tx, job_id: str, ended: bool, type_: str, now: float, data: dict[str, Any], dedupe: str
 ) -> Kept:
@@ -272,11 +284,26 @@ async def record_callback(
     tx: Tx, job_id: str, raw: str, heard: CallbackReport, digest: str, now: float
 ) -> tuple[CallbackOutcome, Job | Head | None]:
     """Record a callback its adapter parsed; apply what needs no confirmation, schedule the rest."""
+    status, raw_status, request_id = heard.status, heard.raw_status, heard.request_id
+    received = {"body": raw[:65536], "status": raw_status, "request_id": request_id}
+    if (
+        status is not None
+        and not status.terminal
+        and (not request_id or isinstance(request_id, str))
+    ):
+        # The common case in one statement (the job at an earlier state, its provider id
+        # known and the one named): one event, the job's new state, the raw callback inside.
+        # Anything else changes nothing here and is decided below.
+        applied = await tx.jobs.apply_callback(
+            job_id, status, heard.progress, request_id or None, now
+        )
+        if applied is not None:
+            report = Report(status, str(raw_status), progress=heard.progress)
+            await _moved(tx, applied, report, "callback", now, {"callback": received})
+            return "applied", applied
     job = await tx.jobs.head(job_id)
     if job is None:
         return "ignored", None
-    status, raw_status, request_id = heard.status, heard.raw_status, heard.request_id
-    received = {"body": raw[:65536], "status": raw_status, "request_id": request_id}
     ended = job.status.terminal
     if job.provider_job_id and request_id and request_id != job.provider_job_id:
         detail = {

@@ -94,6 +94,18 @@ class JobsRepo(Protocol):
     async def fail(self, job_id: str, error: dict[str, Any], now: float) -> None:
         """Mark a job failed with `error`: unscheduled, unclaimed, unleased."""
 
+    async def apply_callback(
+        self,
+        job_id: str,
+        status: Status,
+        progress: float | None,
+        request_id: str | None,
+        now: float,
+    ) -> Job | None:
+        """The common callback in one statement: the job moves to `status` (not terminal) if
+        it is at an earlier state, its provider id is known and is `request_id` (when given);
+        progress only grows. The job as it leaves it, or None (nothing changed)."""
+
     async def callback_budget(self, job_id: str) -> tuple[int, int]:
         """The callback events stored for a job: in all, and after it ended."""
 

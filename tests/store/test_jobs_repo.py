@@ -61,3 +61,59 @@ async def test_claim_due_hands_back_each_job_with_the_due_time_it_had(store: Sto
         ("job_b", NOW - 2, NOW + 30),
     ]
     assert await store.write(lambda tx: tx.jobs.next_due("pixazo")) == NOW + 30
+
+
+async def _queued(store: Store, job_id: str, provider_job_id: str | None) -> None:
+    await _job(store, job_id, NOW + 60)
+    sets: dict[str, object] = {"status": str(Status.QUEUED), "progress": 0.3}
+    if provider_job_id is not None:
+        sets["provider_job_id"] = provider_job_id
+    await store.write(lambda tx: tx.jobs.update(job_id, sets))
+
+
+async def test_apply_callback_moves_a_job_forward_in_one_statement(store: Store) -> None:
+    await _queued(store, "job_p", "req-1")
+    moved = await store.write(
+        lambda tx: tx.jobs.apply_callback("job_p", Status.PROCESSING, 0.5, "req-1", NOW)
+    )
+    assert moved is not None
+    assert (moved.status, moved.progress, moved.updated_at) == (Status.PROCESSING, 0.5, NOW)
+    assert moved == await store.write(lambda tx: tx.jobs.get("job_p"))
+
+
+async def test_apply_callback_keeps_progress_growing_and_needs_no_request_id(
+    store: Store,
+) -> None:
+    await _queued(store, "job_g", "req-1")
+    moved = await store.write(
+        lambda tx: tx.jobs.apply_callback("job_g", Status.PROCESSING, 0.1, None, NOW)
+    )
+    assert moved is not None and moved.progress == 0.3
+    await _queued(store, "job_n", "req-2")
+    moved = await store.write(
+        lambda tx: tx.jobs.apply_callback("job_n", Status.PROCESSING, None, None, NOW)
+    )
+    assert moved is not None and (moved.status, moved.progress) == (Status.PROCESSING, 0.3)
+
+
+async def test_apply_callback_changes_nothing_when_it_does_not_apply(store: Store) -> None:
+    await _queued(store, "job_m", "req-1")
+    await _queued(store, "job_u", None)  # the provider's answer not in yet
+    before = await store.write(lambda tx: tx.jobs.get("job_m"))
+    for job_id, status, request_id in (
+        ("job_m", Status.PROCESSING, "req-other"),  # another request's callback
+        ("job_m", Status.QUEUED, "req-1"),  # not forward
+        ("job_u", Status.PROCESSING, None),  # no provider id to match
+        ("job_missing", Status.PROCESSING, None),
+    ):
+        outcome = await store.write(
+            lambda tx, j=job_id, s=status, r=request_id: tx.jobs.apply_callback(j, s, 0.9, r, NOW)
+        )
+        assert outcome is None, (job_id, status, request_id)
+    assert await store.write(lambda tx: tx.jobs.get("job_m")) == before
+    await store.write(lambda tx: tx.jobs.apply_callback("job_m", Status.PROCESSING, 0.4, None, NOW))
+    # at processing already: a second processing callback does not apply
+    again = await store.write(
+        lambda tx: tx.jobs.apply_callback("job_m", Status.PROCESSING, 0.8, None, NOW + 1)
+    )
+    assert again is None

@@ -154,3 +154,55 @@ def test_expired_foreign_token_is_not_found(
 ) -> None:
     foreign = signed_at(monkeypatch, make_tokens(secret="other"), JOB_ID, seconds_ago=60)
     assert_not_found(make_tokens(max_age=1), foreign)
+
+
+def test_fast_check_accepts_what_itsdangerous_made(make_tokens: MakeTokens) -> None:
+    # Tokens made by itsdangerous itself (as before the fast check existed) stay valid.
+    serializer = itsdangerous.URLSafeTimedSerializer(SECRET, salt=tokens.SALT)
+    made = str(serializer.dumps(JOB_ID))
+    checker = make_tokens()
+    assert checker.check(made) == JOB_ID
+    assert checker.read(made) == JOB_ID
+
+
+def test_fast_check_refuses_what_itsdangerous_refuses(
+    make_tokens: MakeTokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checker = make_tokens(max_age=1)
+    fresh = checker.make(JOB_ID)
+    old = signed_at(monkeypatch, checker, JOB_ID, seconds_ago=60)
+    future = signed_at(monkeypatch, checker, JOB_ID, seconds_ago=-60)
+    foreign = make_tokens(secret="someone-else").make(JOB_ID)
+    other_salt = str(itsdangerous.URLSafeTimedSerializer(SECRET, salt="x").dumps(JOB_ID))
+    not_str = str(
+        itsdangerous.URLSafeTimedSerializer(SECRET, salt=tokens.SALT).dumps({"job": JOB_ID})
+    )
+    assert checker.check(fresh) == JOB_ID
+    for bad in (
+        old,
+        future,
+        foreign,
+        other_salt,
+        not_str,
+        flip_in_signature(fresh),
+        flip(fresh, 2),
+        fresh + "A",
+        fresh.replace(".", "", 1),
+        "é" + fresh,
+        "",
+        "a.b.c",
+    ):
+        assert checker.check(bad) is None, bad
+        with pytest.raises(ApiError):
+            checker.read(bad)
+
+
+def test_compressed_payload_falls_back_to_itsdangerous(make_tokens: MakeTokens) -> None:
+    # itsdangerous compresses a long payload (a leading "."): the fast check leaves it to it.
+    serializer = itsdangerous.URLSafeTimedSerializer(SECRET, salt=tokens.SALT)
+    long_id = "job_" + "0" * 200
+    made = str(serializer.dumps(long_id))
+    assert made.startswith(".")
+    checker = make_tokens()
+    assert checker.check(made) is None
+    assert checker.read(made) == long_id

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 
 from service.jobs import Status
-from service.store.model import Head, Idempotent, Job, _idem, dumps
+from service.store.model import JOB_COLUMNS, Head, Idempotent, Job, _idem, dumps
 
 Conn = AsyncConnection[DictRow]
 
@@ -34,6 +34,21 @@ _SETTABLE = frozenset(
         "lease_expires_at",
     }
 )
+
+
+def _apply_sql(status: Status) -> str:
+    earlier = ", ".join(f"'{s}'" for s in Status if not s.terminal and s.rank < status.rank)
+    # fixed states and columns, no input
+    return (
+        "UPDATE jobs SET status = %s, progress = CASE WHEN %s::float8 > progress"  # noqa: S608
+        " THEN %s::float8 ELSE progress END, updated_at = %s"
+        f" WHERE id = %s AND status IN ({earlier}) AND provider_job_id != ''"
+        f" AND (%s::text IS NULL OR provider_job_id = %s) RETURNING {JOB_COLUMNS}"
+    )
+
+
+# `apply_callback`'s statement per state it moves a job to (the states before it are fixed)
+_APPLY = {s: _apply_sql(s) for s in Status if not s.terminal and s.rank > 0}
 
 
 class Jobs:
@@ -137,9 +152,17 @@ class Jobs:
     # cannot both apply a transition decided on the same stale state.
     async def get(self, job_id: str) -> Job | None:
         """A job by id, locked until the unit ends."""
-        cur = await self._conn.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
-        row = await cur.fetchone()
-        return Job.from_row(row) if row else None
+        row = await self._values(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s FOR UPDATE",  # noqa: S608 - fixed
+            (job_id,),
+        )
+        return Job.from_values(row) if row else None
+
+    async def _values(self, sql: str, params: Any) -> tuple[Any, ...] | None:
+        """The first row of `sql` as a tuple (decoded by position: cheaper than by name)."""
+        async with self._conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchone()
 
     async def head(self, job_id: str) -> Head | None:
         """The head of a job, locked until the unit ends."""
@@ -168,13 +191,12 @@ class Jobs:
             raise ValueError(f"not a settable job column: {sorted(unknown)}")
         values = [dumps(v) if k in _JSON_COLUMNS else v for k, v in sets.items()]
         assignments = ", ".join(f"{k} = %s" for k in sets)
-        cur = await self._conn.execute(
-            f"UPDATE jobs SET {assignments} WHERE id = %s RETURNING *",  # noqa: S608 - fixed keys
+        row = await self._values(
+            f"UPDATE jobs SET {assignments} WHERE id = %s RETURNING {JOB_COLUMNS}",  # noqa: S608
             (*values, job_id),
         )
-        row = await cur.fetchone()
         assert row is not None  # noqa: S101 - the ledger updates jobs it has read
-        return Job.from_row(row)
+        return Job.from_values(row)
 
     async def fail(self, job_id: str, error: dict[str, Any], now: float) -> None:
         """Mark a job failed with `error`: unscheduled, unclaimed, unleased."""
@@ -185,6 +207,24 @@ class Jobs:
         )
 
     # -- callbacks -------------------------------------------------------------------------
+
+    async def apply_callback(
+        self,
+        job_id: str,
+        status: Status,
+        progress: float | None,
+        request_id: str | None,
+        now: float,
+    ) -> Job | None:
+        """The common callback in one statement: the job moves to `status` (not terminal) if
+        it is at an earlier state, its provider id is known and is `request_id` (when given);
+        progress only grows. The job as it leaves it, or None (nothing changed)."""
+        # The UPDATE locks the row and, after waiting on another unit's, re-checks its WHERE
+        # on the committed row: two callbacks at once cannot both apply the same transition.
+        row = await self._values(
+            _APPLY[status], (str(status), progress, progress, now, job_id, request_id, request_id)
+        )
+        return Job.from_values(row) if row else None
 
     async def callback_budget(self, job_id: str) -> tuple[int, int]:
         """The callback events stored for a job: in all, and after it ended."""

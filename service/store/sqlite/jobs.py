@@ -7,10 +7,25 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from service.jobs import Status
-from service.store.model import Head, Idempotent, Job, _idem, dumps
+from service.store.model import JOB_COLUMNS, Head, Idempotent, Job, _idem, dumps
 
 # columns that hold JSON: `update` encodes their values
 _JSON_COLUMNS = frozenset({"outputs", "error"})
+
+
+def _apply_sql(status: Status) -> str:
+    earlier = ", ".join(f"'{s}'" for s in Status if not s.terminal and s.rank < status.rank)
+    # fixed states and columns, no input
+    return (
+        "UPDATE jobs SET status = ?,"  # noqa: S608
+        " progress = CASE WHEN ? > progress THEN ? ELSE progress END,"
+        f" updated_at = ? WHERE id = ? AND status IN ({earlier}) AND provider_job_id != ''"
+        f" AND (? IS NULL OR provider_job_id = ?) RETURNING {JOB_COLUMNS}"
+    )
+
+
+# `apply_callback`'s statement per state it moves a job to (the states before it are fixed)
+_APPLY = {s: _apply_sql(s) for s in Status if not s.terminal and s.rank > 0}
 
 
 class Jobs:
@@ -106,8 +121,11 @@ class Jobs:
 
     async def get(self, job_id: str) -> Job | None:
         """A job by id."""
-        row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job.from_row(row) if row else None
+        row = self._conn.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?",  # noqa: S608 - fixed columns
+            (job_id,),
+        ).fetchone()
+        return Job.from_values(row) if row else None
 
     async def head(self, job_id: str) -> Head | None:
         """The head of a job."""
@@ -125,10 +143,10 @@ class Jobs:
         values = [dumps(v) if k in _JSON_COLUMNS else v for k, v in sets.items()]
         assignments = ", ".join(f"{k} = ?" for k in sets)
         row = self._conn.execute(
-            f"UPDATE jobs SET {assignments} WHERE id = ? RETURNING *",  # noqa: S608 - fixed keys
+            f"UPDATE jobs SET {assignments} WHERE id = ? RETURNING {JOB_COLUMNS}",  # noqa: S608
             (*values, job_id),
         ).fetchone()
-        return Job.from_row(row)
+        return Job.from_values(row)
 
     async def fail(self, job_id: str, error: dict[str, Any], now: float) -> None:
         """Mark a job failed with `error`: unscheduled, unclaimed, unleased."""
@@ -139,6 +157,23 @@ class Jobs:
         )
 
     # -- callbacks -------------------------------------------------------------------------
+
+    async def apply_callback(
+        self,
+        job_id: str,
+        status: Status,
+        progress: float | None,
+        request_id: str | None,
+        now: float,
+    ) -> Job | None:
+        """The common callback in one statement: the job moves to `status` (not terminal) if
+        it is at an earlier state, its provider id is known and is `request_id` (when given);
+        progress only grows. The job as it leaves it, or None (nothing changed)."""
+        row = self._conn.execute(
+            _APPLY[status],
+            (str(status), progress, progress, now, job_id, request_id, request_id),
+        ).fetchone()
+        return Job.from_values(row) if row else None
 
     async def callback_budget(self, job_id: str) -> tuple[int, int]:
         """The callback events stored for a job: in all, and after it ended."""
