@@ -108,6 +108,9 @@ class Deliverer:
         # Fresh deliveries come leased in the transaction that adds them, once the loop runs.
         self._handoff = outbox.Handoff(owner, self._lease, self._room, self._take)
         self._offering = False
+        # attempts waiting for their unit, and the write that will record them
+        self._records: list[tuple[Delivery, Attempt, float]] | None = None
+        self._recording: asyncio.Future[None] | None = None
         # whether a finished send may let the loop claim more (slots were short, or due
         # rows were held back by a cap, an order or a pace)
         self._waiting = True
@@ -212,19 +215,40 @@ class Deliverer:
                 attempt = Attempt(
                     None, 0.0, None, f"{type(exc).__name__}: {exc}", False, self._clock() + 60
                 )
-            now = self._clock()
-            owner, pause_after = self._owner, self._settings.pause_after
-
-            async def unit(tx: Tx) -> None:
-                await outbox.record_attempt(tx, delivery, owner, attempt, now, pause_after)
-
-            await self._store.write(unit)
+            await self._record(delivery, attempt, self._clock())
         finally:
             # Each claim scans what is due: during a big fan-out, claim again once half the
             # slots are free rather than after every single delivery; and not at all when
             # nothing due was left waiting (a claim that finds nothing is a commit for naught).
             if self._waiting and len(self._tasks) <= self._capacity // 2 + 1:
                 self._wake.set()
+
+    async def _record(self, delivery: Delivery, attempt: Attempt, now: float) -> None:
+        """Record an attempt, committed, in one unit with those of the sends that end before
+        the unit starts (a fan-out's attempts share a few units rather than one each)."""
+        batch = self._records
+        if batch is None:
+            batch = self._records = []
+            self._recording = asyncio.ensure_future(self._write_records(batch))
+        batch.append((delivery, attempt, now))
+        assert self._recording is not None  # noqa: S101 - set with the batch
+        # shielded: a send cancelled now (a drain's deadline) leaves the others' records be
+        await asyncio.shield(self._recording)
+
+    async def _write_records(self, batch: list[tuple[Delivery, Attempt, float]]) -> None:
+        owner, pause_after = self._owner, self._settings.pause_after
+
+        async def unit(tx: Tx) -> None:
+            if self._records is batch:
+                self._records = None  # closed: later attempts make the next batch
+            for delivery, attempt, now in batch:
+                await outbox.record_attempt(tx, delivery, owner, attempt, now, pause_after)
+
+        try:
+            await self._store.write(unit)
+        finally:
+            if self._records is batch:  # the write failed before the unit ran
+                self._records = None
 
     async def _claim(self, limit: int) -> outbox.Claimed:
         now = self._clock()

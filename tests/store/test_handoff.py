@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from service import ledger, outbox, owners
+from service import config, ledger, outbox, owners
+from service.delivery import Deliverer
 from service.store import Store, Tx
 
 NOW = 1_800_000_000.0
@@ -190,3 +191,44 @@ async def test_after_commit_calls_follow_the_commit_only(store: Store) -> None:
     )
     assert isinstance(results[0], ValueError) and results[1:] == [None, None]
     assert calls == ["kept", "after a failing one"]
+
+
+class CountingStore:
+    """A store that counts the units of work written through it (the worker's only writes)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.units = 0
+
+    async def write(self, fn: Any) -> Any:
+        self.units += 1
+        return await self.inner.write(fn)
+
+    def waiter(self, channel: str) -> Any:
+        return self.inner.waiter(channel)
+
+
+async def test_attempts_ending_together_are_recorded_in_one_unit(store: Store) -> None:
+    ids = [await subscription(store) for _ in range(6)]
+    subs = [await store.get_subscription(i) for i in ids]
+    tests = [
+        await store.write(lambda tx, s=s: outbox.send_test(tx, s, NOW))
+        for s in subs
+        if s is not None
+    ]
+    counting = CountingStore(store)
+    settings = config.load({}, env_file=None)
+    secret = await store.write(outbox.service_secret)
+    worker = Deliverer(counting, settings, lambda: NOW + 1, OWNER, secret)  # type: ignore[arg-type]
+    try:
+        ok = outbox.Attempt(200, 3.0, "ok", None, True, None)
+        failed = outbox.Attempt(503, 3.0, "busy", "HTTP 503", False, NOW + 60)
+        await asyncio.gather(
+            *(worker._record(d, ok if n % 2 else failed, NOW + 1) for n, d in enumerate(tests))
+        )
+    finally:
+        await worker.aclose()
+    assert counting.units == 1
+    logs = [await store.get_delivery(d.id) for d in tests]
+    assert [log.delivery.status for log in logs if log] == ["pending", "succeeded"] * 3
+    assert [len(log.attempts) for log in logs if log] == [1] * 6
