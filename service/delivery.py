@@ -64,6 +64,10 @@ def retry_after_of(response: httpx.Response, body: bytes, kind: str) -> float | 
     return seconds
 
 
+def _by_subscription(record: tuple[Delivery, Attempt, float]) -> tuple[str, str]:
+    return record[0].subscription_id or "", record[0].id
+
+
 class Deliverer:
     """Sends the outbox: one client per destination host, caps per subscription."""
 
@@ -241,7 +245,9 @@ class Deliverer:
         async def unit(tx: Tx) -> None:
             if self._records is batch:
                 self._records = None  # closed: later attempts make the next batch
-            for delivery, attempt, now in batch:
+            # in one order (by subscription): two units side by side (PostgreSQL) then lock
+            # the subscriptions' rows in the same order, rather than each waiting on the other
+            for delivery, attempt, now in sorted(batch, key=_by_subscription):
                 await outbox.record_attempt(tx, delivery, owner, attempt, now, pause_after)
 
         try:
