@@ -64,6 +64,10 @@ def retry_after_of(response: httpx.Response, body: bytes, kind: str) -> float | 
     return seconds
 
 
+def _by_subscription(record: tuple[Delivery, Attempt, float]) -> tuple[str, str]:
+    return record[0].subscription_id or "", record[0].id
+
+
 class Deliverer:
     """Sends the outbox: one client per destination host, caps per subscription."""
 
@@ -105,6 +109,15 @@ class Deliverer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = store.waiter("deliveries")
         self._claiming = True
+        # Fresh deliveries come leased in the transaction that adds them, once the loop runs.
+        self._handoff = outbox.Handoff(owner, self._lease, self._room, self._take)
+        self._offering = False
+        # attempts waiting for their unit, and the write that will record them
+        self._records: list[tuple[Delivery, Attempt, float]] | None = None
+        self._recording: asyncio.Future[None] | None = None
+        # whether a finished send may let the loop claim more (slots were short, or due
+        # rows were held back by a cap, an order or a pace)
+        self._waiting = True
 
     async def aclose(self) -> None:
         """Stop sending and close every client."""
@@ -206,37 +219,83 @@ class Deliverer:
                 attempt = Attempt(
                     None, 0.0, None, f"{type(exc).__name__}: {exc}", False, self._clock() + 60
                 )
-            now = self._clock()
-            owner, pause_after = self._owner, self._settings.pause_after
-
-            async def unit(tx: Tx) -> None:
-                await outbox.record_attempt(tx, delivery, owner, attempt, now, pause_after)
-
-            await self._store.write(unit)
+            await self._record(delivery, attempt, self._clock())
         finally:
             # Each claim scans what is due: during a big fan-out, claim again once half the
-            # slots are free rather than after every single delivery.
-            if len(self._tasks) <= self._capacity // 2 + 1:
+            # slots are free rather than after every single delivery; and not at all when
+            # nothing due was left waiting (a claim that finds nothing is a commit for naught).
+            if self._waiting and len(self._tasks) <= self._capacity // 2 + 1:
                 self._wake.set()
+
+    async def _record(self, delivery: Delivery, attempt: Attempt, now: float) -> None:
+        """Record an attempt, committed, in one unit with those of the sends that end before
+        the unit starts (a fan-out's attempts share a few units rather than one each)."""
+        batch = self._records
+        if batch is None:
+            batch = self._records = []
+            self._recording = asyncio.ensure_future(self._write_records(batch))
+        batch.append((delivery, attempt, now))
+        assert self._recording is not None  # noqa: S101 - set with the batch
+        # shielded: a send cancelled now (a drain's deadline) leaves the others' records be
+        await asyncio.shield(self._recording)
+
+    async def _write_records(self, batch: list[tuple[Delivery, Attempt, float]]) -> None:
+        owner, pause_after = self._owner, self._settings.pause_after
+
+        async def unit(tx: Tx) -> None:
+            if self._records is batch:
+                self._records = None  # closed: later attempts make the next batch
+            # in one order (by subscription): two units side by side (PostgreSQL) then lock
+            # the subscriptions' rows in the same order, rather than each waiting on the other
+            for delivery, attempt, now in sorted(batch, key=_by_subscription):
+                await outbox.record_attempt(tx, delivery, owner, attempt, now, pause_after)
+
+        try:
+            await self._store.write(unit)
+        finally:
+            if self._records is batch:  # the write failed before the unit ran
+                self._records = None
 
     async def _claim(self, limit: int) -> outbox.Claimed:
         now = self._clock()
         owner, lease = self._owner, self._lease
-        return await self._store.write(lambda tx: outbox.claim(tx, now, limit, owner, lease))
+        handoff = self._handoff if self._offering else None
+
+        async def unit(tx: Tx) -> outbox.Claimed:
+            if handoff is not None:
+                tx.memo[outbox.HANDOFF] = handoff  # fan-outs in this process find it here
+            return await outbox.claim(tx, now, limit, owner, lease)
+
+        return await self._store.write(unit)
+
+    def _room(self) -> int:
+        """How many fresh deliveries the worker takes now: its free slots while it sends."""
+        if not (self._offering and self._claiming):
+            return 0
+        return max(0, self._capacity - len(self._tasks))
+
+    def _take(self, fresh: list[outbox.Fresh]) -> None:
+        """Send committed fresh deliveries leased to this worker (after-commit: no await)."""
+        if not self._claiming:
+            return  # a drain has begun: the leases are released with the others at its end
+        for delivery, sub, event in fresh:
+            self._spawn(delivery, sub, event)
+
+    def _spawn(self, delivery: Delivery, sub: Subscription | None, event: Event) -> None:
+        task = asyncio.create_task(self._deliver(delivery, sub, event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _start(self, claimed: outbox.Claimed) -> list[asyncio.Task[None]]:
-        started = []
+        before = set(self._tasks)
         for delivery in claimed.deliveries:
             sub = claimed.subscriptions.get(delivery.subscription_id or "")
             event = claimed.events.get(delivery.event_id)
             if event is None:  # cannot happen: events are append-only
                 log.error("delivery %s names a missing event", delivery.id)
                 continue
-            task = asyncio.create_task(self._deliver(delivery, sub, event))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            started.append(task)
-        return started
+            self._spawn(delivery, sub, event)
+        return list(self._tasks - before)
 
     async def run_once(self) -> int:
         """Claim what is due now and send it; returns how many were sent."""
@@ -251,6 +310,7 @@ class Deliverer:
     async def run_forever(self) -> None:
         """Send as work is committed (woken at once), with a scan as the safety net. Returns
         once `stop_claiming` is called, leaving the deliveries under way to `drain`."""
+        self._offering = True
         try:
             while self._claiming:
                 self._wake.clear()
@@ -264,12 +324,14 @@ class Deliverer:
                     sleep_for = 5.0
                     due = await self._next_due()
                     now = self._clock()
+                    self._waiting = free <= 0 or claimed_all or (due is not None and due <= now)
                     if due is not None:
                         # due-but-blocked rows (ordered, capped, paused) must not spin the
                         # loop; paced ones are due at their subscription's next_send_at
                         sleep_for = min(sleep_for, due - now if due > now else 0.05)
                 except Exception:
                     log.exception("delivery loop failed; going on")
+                    self._waiting = True
                     sleep_for = 1.0
                 if claimed_all:
                     continue

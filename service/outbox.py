@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import owners, signing
+from service.handoff import HANDOFF as HANDOFF
+from service.handoff import Fresh as Fresh
+from service.handoff import Handoff as Handoff
+from service.handoff import hand_off
 from service.notification import Notification, NotificationData, pick
 from service.store import Event, Job, Tx, iso
 
@@ -93,10 +97,12 @@ async def append_event(
 async def _fan_out(tx: Tx, event: Event, job: Job | None) -> None:
     assert event.job_id is not None  # noqa: S101 - checked by the caller
     rows: list[NewDelivery] = []
+    wanted: dict[str, Subscription] = {}
     now = event.created_at
     for sub in await _active(tx):
         if sub.wants(event.type, event.data):
             ordered, _, _ = default_pace(sub.kind)
+            wanted[sub.id] = sub
             rows.append(
                 NewDelivery(
                     signing.new_message_id(),
@@ -128,6 +134,11 @@ async def _fan_out(tx: Tx, event: Event, job: Job | None) -> None:
                     now,
                 )
             )
+    if not rows:
+        return
+    handoff = tx.memo.get(HANDOFF)
+    if isinstance(handoff, Handoff):
+        rows = await hand_off(tx, handoff, event, rows, wanted)
     if rows:
         await tx.deliveries.add(rows)
         tx.notify("deliveries")

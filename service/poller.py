@@ -170,9 +170,12 @@ class Poller:
             self._note_due(next_at)
             return
 
-        async def unit(tx: Tx) -> None:
+        async def unit(tx: Tx) -> bool:
+            """Record the poll; whether the job is still scheduled (at `next_at`)."""
             updated, _ = await ledger.record_poll(tx, job.id, owner, report, error, now, next_at)
-            if timed_out and updated is not None and not updated.status.terminal:
+            if updated is None or updated.status.terminal:
+                return False
+            if timed_out:
                 await ledger.fail_job(
                     tx,
                     job.id,
@@ -182,9 +185,13 @@ class Poller:
                     "system",
                     now,
                 )
+                return False
+            return True
 
-        await self._store.write(unit)
-        self._note_due(next_at)
+        # A job that ended has no next poll: waking the loop for it would be a claim (a
+        # commit) that finds nothing, on every confirmed callback.
+        if await self._store.write(unit):
+            self._note_due(next_at)
 
     async def _claim(self, provider: str, now: float, limit: int) -> list[Job]:
         if limit <= 0:

@@ -8,6 +8,7 @@ one transaction per unit on a pooled connection); units must not rely on either.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -21,6 +22,7 @@ from service.store.records import Counts, Delivery, DeliveryLog, NewDelivery, Su
 from service.store.records import Event as Event
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class EventsRepo(Protocol):
@@ -221,8 +223,15 @@ class DeliveriesRepo(Protocol):
     async def get(self, delivery_id: str) -> Delivery | None:
         """A delivery by id."""
 
-    async def add(self, new: Sequence[NewDelivery]) -> None:
-        """Add pending deliveries, each due at once."""
+    async def add(self, new: Sequence[NewDelivery], lease: tuple[str, float] | None = None) -> None:
+        """Add pending deliveries, each due at once; with `lease` (owner, until), leased to
+        that owner until then instead, as a claim would have left them."""
+
+    async def room(self, sub_ids: Iterable[str], now: float, most: int) -> dict[str, int]:
+        """How many fresh deliveries each of these subscriptions may be sent now without a
+        claim: its max_in_flight less its pending deliveries (any, counted up to `most`); only
+        active subscriptions without a pace and not held back by next_send_at are named.
+        Empty when it cannot be decided now (another transaction is claiming)."""
 
     async def cancel_pending(self, sub_id: str, now: float, reason: str) -> None:
         """Cancel a subscription's pending deliveries (they stay in the log)."""
@@ -319,6 +328,9 @@ class Tx(Protocol):
     def notify(self, channel: str) -> None:
         """Wake whoever waits on `channel`, in every process, once this unit has committed."""
 
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call `fn` in this process once this unit has committed; never if it is not."""
+
 
 Unit = Callable[[Tx], Awaitable[T]]
 
@@ -400,6 +412,16 @@ class Store(Protocol):
 
     async def next_attempt_due(self) -> float | None:
         """When the next pending delivery is due."""
+
+
+def run_hooks(hooks: Iterable[Callable[[], None]]) -> None:
+    """A committed unit's after-commit calls: one failing spoils neither the others nor the
+    write, which is committed (and may be answered) already."""
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:
+            log.exception("an after-commit call failed")
 
 
 def body_hash(body: bytes) -> str:

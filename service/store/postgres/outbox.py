@@ -208,13 +208,15 @@ class Deliveries:
         row = await cur.fetchone()
         return Delivery.from_row(row) if row else None
 
-    async def add(self, new: Sequence[NewDelivery]) -> None:
-        """Add pending deliveries, each due at once."""
+    async def add(self, new: Sequence[NewDelivery], lease: tuple[str, float] | None = None) -> None:
+        """Add pending deliveries, each due at once; with `lease` (owner, until), leased to
+        that owner until then instead, as a claim would have left them."""
+        owner, until = lease if lease is not None else (None, None)
         async with self._conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO deliveries (id, subscription_id, job_id, event_id, event_type, kind,"
-                " url, ordered, next_attempt_at, created_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " url, ordered, next_attempt_at, lease_owner, created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (
                         d.id,
@@ -225,13 +227,37 @@ class Deliveries:
                         d.kind,
                         d.url,
                         int(d.ordered),
-                        d.created_at,
+                        d.created_at if until is None else until,
+                        owner,
                         d.created_at,
                         d.created_at,
                     )
                     for d in new
                 ],
             )
+
+    async def room(self, sub_ids: Iterable[str], now: float, most: int) -> dict[str, int]:
+        """How many fresh deliveries each of these subscriptions may be sent now without a
+        claim: its max_in_flight less its pending deliveries (any, counted up to `most`); only
+        active subscriptions without a pace and not held back by next_send_at are named.
+        Empty when another transaction is claiming."""
+        # The claims' lock, held to this transaction's end, so no claim in any process reads
+        # the rows between this count and the commit of the leases it lets the caller set.
+        # Tried, never waited for: when a claim holds it, the fresh deliveries take the claim.
+        cur = await self._conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS got", (CLAIM_LOCK,))
+        got = await cur.fetchone()
+        if got is None or not got["got"]:
+            return {}
+        cur = await self._conn.execute(
+            "SELECT s.id, s.max_in_flight - (SELECT count(*) FROM (SELECT 1 FROM deliveries d"
+            "  WHERE d.subscription_id = s.id AND d.status = 'pending' LIMIT %(most)s) p)"
+            "  AS room"
+            " FROM subscriptions s WHERE s.id = ANY(%(ids)s)"
+            " AND s.status = 'active' AND coalesce(s.rate_per_second, 0) <= 0"
+            " AND (s.next_send_at IS NULL OR s.next_send_at <= %(now)s)",
+            {"ids": sorted(set(sub_ids)), "now": now, "most": most},
+        )
+        return {r["id"]: r["room"] for r in await cur.fetchall() if r["room"] > 0}
 
     async def cancel_pending(self, sub_id: str, now: float, reason: str) -> None:
         """Cancel a subscription's pending deliveries (they stay in the log)."""

@@ -15,7 +15,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from service.errors import StorageUnavailable
-from service.store.base import Unit
+from service.store.base import Unit, run_hooks
 from service.store.codec import redacted
 from service.store.model import Idempotent, Job, _idem
 from service.store.postgres.jobs import Conn
@@ -192,6 +192,8 @@ class PostgresStore:
             self._stored()
             for channel in tx.channels:
                 self.waiter(channel).set()  # this process need not wait for its own NOTIFY
+            if tx.hooks:
+                run_hooks(tx.hooks)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 

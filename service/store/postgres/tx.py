@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from service.store.codec import dumps
@@ -69,13 +69,20 @@ class Events:
 class PgTx:
     """A unit in its own transaction; its wake-ups go out as NOTIFY when it commits."""
 
-    __slots__ = ("channels", "conn", "memo", "ordered")
+    __slots__ = ("channels", "conn", "hooks", "memo", "ordered")
 
     def __init__(self, conn: Conn, memo: dict[str, Any]) -> None:
         self.conn = conn  # the adapter's own units use it; the domain sees the Tx protocol
         self.memo = memo
         self.channels: set[str] = set()
         self.ordered = False  # whether this transaction holds the event-order lock
+        self.hooks: list[Callable[[], None]] | None = None
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once this unit has committed (a rerun attempt's calls are dropped)."""
+        if self.hooks is None:
+            self.hooks = []
+        self.hooks.append(fn)
 
     def notify(self, channel: str) -> None:
         """Wake whoever waits on `channel`, in every process, once this unit has committed."""

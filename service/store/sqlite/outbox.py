@@ -199,12 +199,14 @@ class Deliveries:
         row = self._conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
         return Delivery.from_row(row) if row else None
 
-    async def add(self, new: Sequence[NewDelivery]) -> None:
-        """Add pending deliveries, each due at once."""
+    async def add(self, new: Sequence[NewDelivery], lease: tuple[str, float] | None = None) -> None:
+        """Add pending deliveries, each due at once; with `lease` (owner, until), leased to
+        that owner until then instead, as a claim would have left them."""
+        owner, until = lease if lease is not None else (None, None)
         self._conn.executemany(
             "INSERT INTO deliveries (id, subscription_id, job_id, event_id, event_type, kind,"
-            " url, ordered, next_attempt_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " url, ordered, next_attempt_at, lease_owner, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     d.id,
@@ -215,13 +217,31 @@ class Deliveries:
                     d.kind,
                     d.url,
                     int(d.ordered),
-                    d.created_at,
+                    d.created_at if until is None else until,
+                    owner,
                     d.created_at,
                     d.created_at,
                 )
                 for d in new
             ],
         )
+
+    async def room(self, sub_ids: Iterable[str], now: float, most: int) -> dict[str, int]:
+        """How many fresh deliveries each of these subscriptions may be sent now without a
+        claim: its max_in_flight less its pending deliveries (any, counted up to `most`); only
+        active subscriptions without a pace and not held back by next_send_at are named."""
+        # One writer: nothing can claim between this count and the commit of the leases it
+        # lets the caller set. Counting every pending row, due or not, errs on the side of
+        # the claim; the LIMIT keeps a retry backlog from costing a scan per event.
+        rows = self._conn.execute(
+            "SELECT s.id, s.max_in_flight - (SELECT count(*) FROM (SELECT 1 FROM deliveries d"
+            "  WHERE d.subscription_id = s.id AND d.status = 'pending' LIMIT :most)) AS room"
+            " FROM subscriptions s WHERE s.id IN (SELECT value FROM json_each(:ids))"
+            " AND s.status = 'active' AND coalesce(s.rate_per_second, 0) <= 0"
+            " AND (s.next_send_at IS NULL OR s.next_send_at <= :now)",
+            {"ids": ids_json(sub_ids), "now": now, "most": most},
+        )
+        return {r[0]: r[1] for r in rows if r[1] > 0}
 
     async def cancel_pending(self, sub_id: str, now: float, reason: str) -> None:
         """Cancel a subscription's pending deliveries (they stay in the log)."""

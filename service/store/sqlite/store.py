@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service.errors import StorageUnavailable
-from service.store.base import Tx, Unit
+from service.store.base import Tx, Unit, run_hooks
 from service.store.model import Idempotent, Job, _idem
 from service.store.records import Event
 from service.store.sqlite.reads import Reads, newest_first
@@ -186,6 +186,7 @@ def _run_units(
                 conn.execute("ROLLBACK TO unit")
                 conn.execute("RELEASE unit")
                 tx.channels.clear()
+                tx.hooks = None
                 results.append((False, exc))
     except BaseException:
         _rollback(conn)
@@ -503,6 +504,9 @@ class SqliteStore(Reads):
                     self._stored()
                 for name in fired:
                     self.waiter(name).set()
+                for _, tx, _ in batch:
+                    if tx.hooks:
+                        run_hooks(tx.hooks)
             finally:
                 for _ in batch:
                     self._queue.task_done()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from service.store.codec import dumps, ids_json
@@ -60,12 +60,19 @@ class Events:
 class SqliteTx:
     """A unit inside a group-commit batch; its wake-ups fire after the batch commits."""
 
-    __slots__ = ("channels", "conn", "memo")
+    __slots__ = ("channels", "conn", "hooks", "memo")
 
     def __init__(self, conn: sqlite3.Connection, memo: dict[str, Any]) -> None:
         self.conn = conn  # the adapter's own units use it; the domain sees the Tx protocol
         self.memo = memo
         self.channels: set[str] = set()
+        self.hooks: list[Callable[[], None]] | None = None
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once this unit has committed (never if it is rolled back)."""
+        if self.hooks is None:
+            self.hooks = []
+        self.hooks.append(fn)
 
     def notify(self, channel: str) -> None:
         """Wake whoever waits on `channel` once this unit has committed (one process: SQLite
