@@ -50,7 +50,8 @@ class JobsRepo(Protocol):
     """The jobs rows as one unit of work sees them; `service.ledger` decides what to do."""
 
     async def in_flight(self, provider: str) -> int:
-        """Jobs of a provider that it is working on now, or that are being submitted to it."""
+        """Jobs of a provider that it is working on now, or that are being submitted to it
+        (read on every submission: a count kept as jobs change, never a scan of the jobs)."""
 
     async def insert_submitting(
         self,

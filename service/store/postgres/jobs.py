@@ -52,10 +52,9 @@ class Jobs:
 
     async def in_flight(self, provider: str) -> int:
         """Jobs of a provider that it is working on now, or that are being submitted to it."""
+        # kept by triggers in the same transactions, over at most 16 slots (migration 008)
         cur = await self._conn.execute(
-            "SELECT count(*) AS n FROM jobs WHERE provider = %s AND (status IN ('queued',"
-            " 'processing') OR (status = 'submitting' AND deferred = 0))",
-            (provider,),
+            "SELECT coalesce(sum(n), 0) AS n FROM in_flight WHERE provider = %s", (provider,)
         )
         row = await cur.fetchone()
         return int(row["n"]) if row else 0

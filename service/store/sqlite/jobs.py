@@ -25,10 +25,9 @@ class Jobs:
 
     async def in_flight(self, provider: str) -> int:
         """Jobs of a provider that it is working on now, or that are being submitted to it."""
+        # kept by triggers in the same transactions (migration 008): one row, not a count
         row = self._conn.execute(
-            "SELECT count(*) FROM jobs WHERE provider = ? AND (status IN ('queued', 'processing')"
-            " OR (status = 'submitting' AND deferred = 0))",
-            (provider,),
+            "SELECT n FROM in_flight WHERE provider = ?", (provider,)
         ).fetchone()
         return int(row[0]) if row else 0
 
