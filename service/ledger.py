@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -176,10 +177,12 @@ async def record_submitted(
     tx: Tx, job_id: str, report: Report, now: float, next_poll_at: float, idem_key: str | None
 ) -> Job:
     """The provider accepted the job: keep its id, move to queued, schedule the first poll."""
-    job = await tx.jobs.get(job_id)
-    assert job is not None  # noqa: S101
+    # The job is read and decoded once: its head to decide, the transition's RETURNING row
+    # for the answer (what `submitted` changes below is not part of it).
+    head = await tx.jobs.head(job_id)
+    assert head is not None  # noqa: S101
     job, _ = await _transition(
-        tx, job, report, "api", now, {"provider_response": report.raw_status}
+        tx, head, report, "api", now, {"provider_response": report.raw_status}
     )
     # The submission's lease ends with its answer.
     if not job.status.terminal:
@@ -187,12 +190,11 @@ async def record_submitted(
         due = now if job.callback_status else next_poll_at
         await tx.jobs.submitted(job_id, due)
         tx.notify("poll")
+        job = dataclasses.replace(job, next_poll_at=due, poll_attempt=0)
     else:
         await tx.jobs.unlease(job_id)
-    final = await tx.jobs.get(job_id)
-    assert final is not None  # noqa: S101
-    await store_answer(tx, idem_key, 202, final.public())
-    return final
+    await store_answer(tx, idem_key, 202, job.public())
+    return job
 
 
 async def fail_job(
