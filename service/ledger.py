@@ -66,7 +66,7 @@ async def create_job(
     over = cap is not None and await in_flight(tx, new.provider) >= cap[0]
     # next_poll_at doubles as the submission lease: if this process dies before the provider
     # answers, the poller finds the job due (or its owner dead) and reconciles it.
-    await tx.jobs.insert_submitting(
+    seq = await tx.jobs.insert_submitting(
         new.id,
         new.model,
         new.provider,
@@ -78,11 +78,36 @@ async def create_job(
         lease_until,
         owner,
     )
+    due = lease_until
     if over and cap is not None:
         # over the provider's in-flight cap: held back (no lease) and submitted by the poller
-        await tx.jobs.defer(new.id, now + cap[1])
-    job = await tx.jobs.get(new.id)
-    assert job is not None  # noqa: S101 - just inserted
+        due = now + cap[1]
+        await tx.jobs.defer(new.id, due)
+    # The row as just written, without reading it back (the contract tests compare the two).
+    job = Job(
+        seq=seq,
+        id=new.id,
+        model=new.model,
+        provider=new.provider,
+        status=Status.SUBMITTING,
+        progress=0.0,
+        input=new.input,
+        metadata=new.metadata,
+        outputs=[],
+        error=None,
+        provider_job_id=None,
+        cost=None,
+        webhook=new.webhook,
+        webhook_events=new.webhook_events or None,
+        created_at=now,
+        updated_at=now,
+        finished_at=None,
+        next_poll_at=due,
+        poll_attempt=0,
+        poll_errors=0,
+        callback_status=None,
+        deferred=over,
+    )
     data = job.notification_data()
     data["deferred"] = job.deferred
     await append_event(tx, job.id, "job.created", "api", now, data, dedupe="created")

@@ -65,8 +65,9 @@ class JobsRepo(Protocol):
         now: float,
         lease_until: float,
         owner: str | None,
-    ) -> None:
-        """Insert a job as `submitting`, its due time (and `owner`'s lease) at `lease_until`."""
+    ) -> int:
+        """Insert a job as `submitting`, its due time (and `owner`'s lease) at `lease_until`;
+        returns its seq (the caller knows every other column)."""
 
     async def defer(self, job_id: str, due: float) -> None:
         """Hold a job back, unleased, until `due`."""

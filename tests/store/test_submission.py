@@ -85,3 +85,31 @@ async def test_a_submission_answered_as_failed_is_unleased_and_shown_as_stored(
     assert full_reads == 0
     assert job == await store.get_job("job_f")
     assert job.status is Status.FAILED and job.next_poll_at is None
+
+
+async def test_a_new_job_is_answered_as_stored_without_reading_it_back(store: Store) -> None:
+    cases = [
+        ("job_plain", {"image_url": "https://x.example/a.png"}, {}, None, None, 10),
+        ("job_hook", {"n": [1, 2.5, None]}, {"t": "é"}, "https://h.example/x", ["job.failed"], 10),
+        ("job_empty_filter", {}, {}, "https://h.example/y", [], 10),
+        ("job_held", {"a": {"b": True}}, {"m": "1"}, None, None, 0),  # over the cap
+    ]
+    for job_id, input_, metadata, webhook, events, cap in cases:
+        new = ledger.NewJob(
+            job_id, "pixazo/seedvr-image", "pixazo", input_, metadata, webhook, events
+        )
+
+        async def unit(tx: Tx, new: ledger.NewJob = new, cap: int = cap) -> ledger.Created:
+            jobs = CountingJobs(tx.jobs)
+            counting: Any = CountingTx(tx, jobs)
+            created = await ledger.create_job(
+                counting, new, NOW, None, NOW + 60, (cap, 5.0), "owner-1"
+            )
+            assert jobs.full_reads == 0
+            return created
+
+        created = await store.write(unit)
+        assert created.job is not None
+        assert created.job == await store.get_job(job_id), job_id
+    held = await store.get_job("job_held")
+    assert held is not None and held.deferred and held.next_poll_at == NOW + 5

@@ -43,12 +43,13 @@ class Jobs:
         now: float,
         lease_until: float,
         owner: str | None,
-    ) -> None:
-        """Insert a job as `submitting`, its due time (and `owner`'s lease) at `lease_until`."""
-        self._conn.execute(
+    ) -> int:
+        """Insert a job as `submitting`, its due time (and `owner`'s lease) at `lease_until`;
+        returns its seq."""
+        row = self._conn.execute(
             "INSERT INTO jobs (id, model, provider, status, input, metadata, webhook,"
             " webhook_events, created_at, updated_at, next_poll_at, lease_owner, lease_expires_at)"
-            " VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
             (
                 job_id,
                 model,
@@ -63,7 +64,8 @@ class Jobs:
                 owner,
                 lease_until if owner is not None else None,
             ),
-        )
+        ).fetchone()
+        return int(row[0])
 
     async def defer(self, job_id: str, due: float) -> None:
         """Hold a job back, unleased, until `due`."""
