@@ -25,6 +25,7 @@ BENCHMARKS = {
     "startup": "6. Start-up",
     "httpclients": "7. HTTP clients",
     "pgdrivers": "8. PostgreSQL drivers",
+    "submit": "10. Submissions",
 }
 
 
