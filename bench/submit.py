@@ -4,15 +4,18 @@ wrk (one thread, 32 connections) POSTs the same Pixazo image job over and over; 
 (core 0) commits it as `submitting`, calls the simulator, records the answer and answers
 202. The simulator runs in the bench process on core 1 beside wrk, and its jobs stay queued
 (no callbacks during the run); polls are kept out by a long RELAY_CALLBACK_GRACE, the in-flight
-cap by a large RELAY_MAX_IN_FLIGHT. Rounds alternate with a bare Starlette route parsing the
-same JSON (bench.bare), the ceiling of the HTTP stack alone. `python -m bench.submit`.
+cap by a large RELAY_MAX_IN_FLIGHT. Each round's database already holds 100,000 finished jobs.
+Rounds alternate with a bare Starlette route parsing the same JSON (bench.bare), the ceiling
+of the HTTP stack alone. `python -m bench submit`, or `python -m bench.submit`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
+import time
 from pathlib import Path
 
 from bench.common import (
@@ -26,9 +29,11 @@ from bench.common import (
     client_core,
     connect,
     cpu_seconds,
+    insert_jobs,
     log,
     median,
     migrate,
+    pixazo_job,
     relay_server,
     tmpdir,
 )
@@ -38,6 +43,8 @@ NAME = "10. Submissions"
 CONNECTIONS = 32
 TOKEN = "bench-api-token"
 GOAL = 2000.0
+# Jobs the provider had before the run, all finished: what a submission must not scan.
+HISTORY = 100_000
 BODY = json.dumps(
     {
         "model": "pixazo/seedvr-image",
@@ -78,11 +85,23 @@ def job_counts(path: Path) -> dict[str, int]:
     return {str(s): int(n) for s, n in rows}
 
 
+async def seed(path: Path) -> None:
+    """A database holding HISTORY finished Pixazo jobs."""
+    await migrate(path)
+    now = time.time() - 86400
+    conn = connect(path)
+    try:
+        insert_jobs(conn, [pixazo_job(i, "succeeded", now, None, "old") for i in range(HISTORY)])
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
 async def _relay_round(
     wrk: str, work: Path, script: Path, sim_url: str, r: int, seconds: float, pin: bool
 ) -> tuple[WrkResult, float, dict[str, int]]:
     db = work / f"relay-{r}.db"
-    await migrate(db)
+    shutil.copyfile(work / "seed.db", db)
     server: Server = relay_server(
         db,
         work,
@@ -116,11 +135,13 @@ async def run(quick: bool) -> Outcome:
     bare: list[WrkResult] = []
     relay: list[WrkResult] = []
     per_job: list[float] = []
-    checks: list[tuple[int, int, int]] = []  # (jobs queued, 2xx answers, jobs in any other state)
+    checks: list[tuple[int, int, int]] = []  # (jobs queued, 2xx answers, new jobs not queued)
     with tmpdir("submit") as tmp, client_core():
         work = Path(tmp)
         script = work / "submit.lua"
         script.write_text(LUA % (lua_string(BODY), TOKEN))
+        log(f"submit: seeding {HISTORY:,} finished Pixazo jobs")
+        await seed(work / "seed.db")
         # Jobs stay queued for the whole run: the simulator sends no callback meanwhile.
         async with PixazoSim(queue_seconds=3600.0) as sim, serve(sim.app) as sim_url:
             for r in range(rounds):
@@ -141,7 +162,7 @@ async def run(quick: bool) -> Outcome:
                 relay.append(result)
                 per_job.append(cpu / max(result.ok, 1))
                 queued = counts.get("queued", 0)
-                checks.append((queued, result.ok, sum(counts.values()) - queued))
+                checks.append((queued, result.ok, sum(counts.values()) - queued - HISTORY))
                 log(
                     f"submit round {r + 1}/{rounds}: relay {result.rps:9,.0f} jobs/s, "
                     f"{result.ok:,} answered 2xx, {per_job[-1] * 1e6:.0f} µs CPU a job, "
@@ -211,7 +232,9 @@ async def run(quick: bool) -> Outcome:
         f"{NAME}: wrk -t1 -c{CONNECTIONS} -d{seconds:g}s --latency POSTs one {len(BODY)}-byte "
         f"Pixazo image job with a bearer token to /v1/jobs, {rounds} rounds alternating with "
         "the bare route (bench.bare, the same body to its JSON route), medians; "
-        f"{placement}; a fresh SQLite database each round; service.sim.pixazo answers each "
+        f"{placement}; each round on a fresh copy of a SQLite database holding {HISTORY:,} "
+        "finished Pixazo jobs (the history an in-flight count must not scan); "
+        "service.sim.pixazo answers each "
         "submission at once (QUEUED, its jobs stay queued: no callback during the run); "
         "RELAY_CALLBACK_GRACE=3600 keeps polls out, RELAY_MAX_IN_FLIGHT=100000000 keeps every "
         "job from being held back. CPU per job is the relay process's user+system time over "
