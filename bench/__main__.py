@@ -26,6 +26,7 @@ BENCHMARKS = {
     "httpclients": "7. HTTP clients",
     "pgdrivers": "8. PostgreSQL drivers",
     "postgres": "9. PostgreSQL",
+    "submit": "10. Submissions",
 }
 
 

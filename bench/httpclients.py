@@ -69,7 +69,7 @@ async def _shim(url: str, count: int, in_flight: int) -> tuple[float, int]:
 
 
 async def _relay(url: str, count: int, in_flight: int) -> tuple[float, int]:
-    # The relay's own provider client: httpx over httpx-aiohttp, with its logging transport.
+    # The relay's own provider client (service.outbound.Client: aiohttp, its errors, its log).
     context = ssl.create_default_context()
     async with outbound.provider_client(10.0, context, connections=in_flight) as client:
 
@@ -94,7 +94,7 @@ async def _aiohttp(url: str, count: int, in_flight: int) -> tuple[float, int]:
 CLIENTS = {
     "httpx.AsyncClient (httpcore pool)": _httpx,
     "httpx over httpx-aiohttp, bare transport": _shim,
-    "httpx over httpx-aiohttp, as service.outbound builds it": _relay,
+    "service.outbound.Client (the relay's own, over aiohttp)": _relay,
     "aiohttp.ClientSession": _aiohttp,
 }
 

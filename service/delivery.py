@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from service import netguard, notify, outbound, outbox, retry, signing
 from service.config import Settings
 from service.outbox import Attempt, Delivery, Subscription
@@ -53,7 +51,7 @@ def classify(
     return False, (None if delay is None else now + delay), False
 
 
-def retry_after_of(response: httpx.Response, body: bytes, kind: str) -> float | None:
+def retry_after_of(response: outbound.Response, body: bytes, kind: str) -> float | None:
     """Seconds to wait from Retry-After, or from Discord's JSON `retry_after`."""
     seconds = retry.parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
     if kind == "discord" and response.status_code == 429:
@@ -163,9 +161,7 @@ class Deliverer:
                 self.clients.use(f"{parts.scheme}://{parts.netloc}") as (client, gate),
                 gate,
                 asyncio.timeout(self._settings.delivery_timeout),
-                client.stream(
-                    "POST", url, content=body, headers=headers, extensions={outbound.IDS: ids}
-                ) as response,
+                client.stream("POST", url, content=body, headers=headers, ids=ids) as response,
             ):
                 status = response.status_code
                 async for chunk in response.aiter_bytes():
@@ -177,9 +173,9 @@ class Deliverer:
         except netguard.TargetRefused as exc:
             latency = (time.perf_counter() - started) * 1000
             return Attempt(None, latency, None, f"refused: {exc}", False, None)
-        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+        except (outbound.HTTPError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            if isinstance(exc, TimeoutError) or isinstance(exc, httpx.TimeoutException):
+            if isinstance(exc, TimeoutError) or isinstance(exc, outbound.TimeoutException):
                 error = f"timeout after {self._settings.delivery_timeout:g} s"
         latency = (time.perf_counter() - started) * 1000
         done = self._clock()
@@ -197,7 +193,7 @@ class Deliverer:
             status, latency, text, error, delivered, retry_at, gone, throttled, not_before
         )
 
-    def _not_before(self, sub: Subscription | None, response: httpx.Response) -> float | None:
+    def _not_before(self, sub: Subscription | None, response: outbound.Response) -> float | None:
         """When the subscription's next message may go, counted from this answer."""
         if sub is None:
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -65,7 +66,7 @@ async def create_job(
     over = cap is not None and await in_flight(tx, new.provider) >= cap[0]
     # next_poll_at doubles as the submission lease: if this process dies before the provider
     # answers, the poller finds the job due (or its owner dead) and reconciles it.
-    await tx.jobs.insert_submitting(
+    seq = await tx.jobs.insert_submitting(
         new.id,
         new.model,
         new.provider,
@@ -77,11 +78,36 @@ async def create_job(
         lease_until,
         owner,
     )
+    due = lease_until
     if over and cap is not None:
         # over the provider's in-flight cap: held back (no lease) and submitted by the poller
-        await tx.jobs.defer(new.id, now + cap[1])
-    job = await tx.jobs.get(new.id)
-    assert job is not None  # noqa: S101 - just inserted
+        due = now + cap[1]
+        await tx.jobs.defer(new.id, due)
+    # The row as just written, without reading it back (the contract tests compare the two).
+    job = Job(
+        seq=seq,
+        id=new.id,
+        model=new.model,
+        provider=new.provider,
+        status=Status.SUBMITTING,
+        progress=0.0,
+        input=new.input,
+        metadata=new.metadata,
+        outputs=[],
+        error=None,
+        provider_job_id=None,
+        cost=None,
+        webhook=new.webhook,
+        webhook_events=new.webhook_events or None,
+        created_at=now,
+        updated_at=now,
+        finished_at=None,
+        next_poll_at=due,
+        poll_attempt=0,
+        poll_errors=0,
+        callback_status=None,
+        deferred=over,
+    )
     data = job.notification_data()
     data["deferred"] = job.deferred
     await append_event(tx, job.id, "job.created", "api", now, data, dedupe="created")
@@ -171,10 +197,12 @@ async def record_submitted(
     tx: Tx, job_id: str, report: Report, now: float, next_poll_at: float, idem_key: str | None
 ) -> Job:
     """The provider accepted the job: keep its id, move to queued, schedule the first poll."""
-    job = await tx.jobs.get(job_id)
-    assert job is not None  # noqa: S101
+    # The job is read and decoded once: its head to decide, the transition's RETURNING row
+    # for the answer (what `submitted` changes below is not part of it).
+    head = await tx.jobs.head(job_id)
+    assert head is not None  # noqa: S101
     job, _ = await _transition(
-        tx, job, report, "api", now, {"provider_response": report.raw_status}
+        tx, head, report, "api", now, {"provider_response": report.raw_status}
     )
     # The submission's lease ends with its answer.
     if not job.status.terminal:
@@ -182,12 +210,11 @@ async def record_submitted(
         due = now if job.callback_status else next_poll_at
         await tx.jobs.submitted(job_id, due)
         tx.notify("poll")
+        job = dataclasses.replace(job, next_poll_at=due, poll_attempt=0)
     else:
         await tx.jobs.unlease(job_id)
-    final = await tx.jobs.get(job_id)
-    assert final is not None  # noqa: S101
-    await store_answer(tx, idem_key, 202, final.public())
-    return final
+    await store_answer(tx, idem_key, 202, job.public())
+    return job
 
 
 async def fail_job(

@@ -1,44 +1,87 @@
-"""Every outbound HTTP client: httpx's API over aiohttp, guarded where a user chose the target.
+"""Every outbound HTTP client: aiohttp behind the small request/response shape the relay uses.
 
-PERF-NOTES ("HTTP clients side by side") and bench/httpclients.py: httpx over the
-`httpx-aiohttp` transport costs 2-4x less CPU per request than httpx's own httpcore pool
-(~280 us against 600-1,050 us here; bare aiohttp ~85 us), and keeps httpx's API, its error
-types and `httpx.MockTransport` for unit tests. aiohttp's connector also takes a resolver,
-which is where the SSRF guard belongs: the address that was checked is the one connected to.
+PERF-NOTES ("HTTP clients side by side") and `python -m bench httpclients`: aiohttp's own
+client costs ~85-100 us of CPU per request here, httpx over the `httpx-aiohttp` transport
+~280 us and httpx's httpcore pool 0.9-2 ms. The call sites need a status, headers, a body
+(whole or streamed) and errors that say whether a request surely was not sent: that is all
+this module offers, with the project's own error types. aiohttp's connector also takes a
+resolver, which is where the SSRF guard belongs: the address that was checked is the one
+connected to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import ipaddress
+import json as jsonlib
 import logging
 import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
-import httpx
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
-from httpx_aiohttp import AiohttpTransport
 
 from service import netguard
 
 log = logging.getLogger(__name__)
-# httpx logs every request at INFO with its whole URL (Slack webhook paths, `?key=&token=`,
-# signed media URLs): silenced, and each request is logged below without path or query.
+# httpx (the simulators, the CLI) logs every request at INFO with its whole URL (callback
+# tokens, webhook paths): silenced wherever the relay runs.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 USER_AGENT = "upscale-relay"
-# A request may carry the ids it serves in this extension: {"job": ..., "delivery": ...}.
-IDS = "relay_ids"
 MAX_HOSTS = 256
 # aiohttp warns about bodies over 1 MiB given as bytes (written in one go): stream those.
 _LARGE_BODY = 1024 * 1024
 _BODY_CHUNK = 256 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+Ids = Mapping[str, str]
+Params = Mapping[str, str]
+
+
+class HTTPError(Exception):
+    """An outbound request got no usable answer."""
+
+
+class TransportError(HTTPError):
+    """The connection failed, or the answer could not be read."""
+
+
+class UnsupportedProtocol(TransportError):
+    """The URL cannot be requested (not http or https, or malformed)."""
+
+
+class ConnectError(TransportError):
+    """No connection was made: the request surely was not sent."""
+
+
+class TimeoutException(TransportError):
+    """A timeout ran out."""
+
+
+class ConnectTimeout(TimeoutException):
+    """No connection (or pool slot) in time: the request surely was not sent."""
+
+
+class ReadTimeout(TimeoutException):
+    """The answer did not come in time: the request may have been acted on."""
+
+
+class RemoteProtocolError(TransportError):
+    """The server closed the connection or answered something that is not HTTP."""
+
+
+class ReadError(TransportError):
+    """The connection broke while the request or its answer was under way."""
 
 
 class Refused(OSError):
@@ -88,19 +131,18 @@ class GuardedResolver(AbstractResolver):
         """Nothing to release."""
 
 
-# First match wins: a subclass comes before its base. httpx-aiohttp's own mapping turns every
-# aiohttp ClientConnectionError (a reset after sending, a read timeout) into ConnectTimeout,
-# which would mark sent requests as "surely not sent" and make them safe to resend.
-_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ClientConnectorError, httpx.ConnectError),
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.ClientError, httpx.ReadError),
-    (TimeoutError, httpx.TimeoutException),
+# First match wins: a subclass comes before its base. Only a failed connect is "surely not
+# sent"; a reset after sending or a read timeout must never look like one.
+_ERRORS: tuple[tuple[type[BaseException], type[TransportError]], ...] = (
+    (aiohttp.ConnectionTimeoutError, ConnectTimeout),
+    (aiohttp.ServerTimeoutError, ReadTimeout),
+    (aiohttp.ClientConnectorError, ConnectError),
+    (aiohttp.ServerDisconnectedError, RemoteProtocolError),
+    (aiohttp.ClientPayloadError, RemoteProtocolError),
+    (aiohttp.ClientResponseError, RemoteProtocolError),
+    (aiohttp.InvalidURL, UnsupportedProtocol),
+    (aiohttp.ClientError, ReadError),
+    (TimeoutError, TimeoutException),
 )
 
 
@@ -113,101 +155,108 @@ def _message(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def translate(exc: Exception, request: httpx.Request) -> Exception | None:
+def translate(exc: BaseException) -> Exception | None:
     """The exception callers should see instead of ``exc``, or None to let it through."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, Refused):
             return cause.refused
         cause = cause.__cause__
-    original = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
     for kind, target in _ERRORS:
-        if isinstance(original, kind):
-            return target(_message(original), request=request)
+        if isinstance(exc, kind):
+            return target(_message(exc))
     return None
 
 
 def describe(
-    method: str,
-    url: httpx.URL,
-    status: int | None,
-    error: str | None,
-    ms: float,
-    ids: Mapping[str, str] | None = None,
+    method: str, url: str, status: int | None, error: str | None, ms: float, ids: Ids | None = None
 ) -> str:
     """One log line for a request: method, scheme://host:port, outcome, latency and ids."""
-    host = f"[{url.host}]" if ":" in url.host else url.host
-    port = f":{url.port}" if url.port is not None else ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        port = ""
     outcome = str(status) if status is not None else f"failed ({error})"
-    line = f"{method} {url.scheme}://{host}{port} {outcome} {ms:.0f} ms"
+    line = f"{method} {parts.scheme}://{host}{port} {outcome} {ms:.0f} ms"
     if ids:
         line += " " + " ".join(f"{k}={v}" for k, v in ids.items() if v)
     return line
 
 
-class Transport(httpx.AsyncBaseTransport):
-    """Wraps the aiohttp transport: refuses forbidden IP literals, fixes errors, logs."""
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    """The Authorization header of HTTP Basic authentication."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, *, guard: bool) -> None:
-        self._inner = inner
-        self._guard = guard
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send one request (aiohttp asks the resolver only for names, so literals are checked)."""
-        started = time.perf_counter()
-        ids = request.extensions.get(IDS)
+class Response:
+    """An answer: status, headers and the body (read whole, or streamed by `Client.stream`)."""
+
+    __slots__ = ("_stream", "content", "headers", "reason_phrase", "status_code")
+
+    def __init__(
+        self,
+        status_code: int,
+        headers: Mapping[str, str],
+        content: bytes = b"",
+        reason_phrase: str = "",
+        stream: aiohttp.StreamReader | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.headers = headers  # case-insensitive as aiohttp gives them
+        self.content = content
+        self.reason_phrase = reason_phrase
+        self._stream = stream
+
+    @property
+    def is_success(self) -> bool:
+        """A 2xx answer."""
+        return 200 <= self.status_code < 300
+
+    @property
+    def is_redirect(self) -> bool:
+        """A redirect status with a Location to go to."""
+        return self.status_code in _REDIRECTS and "location" in self.headers
+
+    @property
+    def text(self) -> str:
+        """The body as text (its charset, else UTF-8; undecodable bytes replaced)."""
+        charset = "utf-8"
+        for param in self.headers.get("content-type", "").split(";")[1:]:
+            name, _, value = param.strip().partition("=")
+            if name.lower() == "charset" and value:
+                charset = value.strip('"')
         try:
-            if self._guard:
-                _check_literal(request.url.host)
-            response = await self._inner.handle_async_request(_streamed(request))
-        except Exception as exc:
-            error = translate(exc, request)
-            shown = error or exc
-            if log.isEnabledFor(logging.INFO):
-                reason = f"{type(shown).__name__}: {shown}" if error else type(exc).__name__
-                ms = (time.perf_counter() - started) * 1000
-                log.info(describe(request.method, request.url, None, reason, ms, ids))
-            if error is not None:
-                raise error from None
-            raise
-        level = logging.DEBUG if response.status_code < 400 else logging.INFO
-        if log.isEnabledFor(level):
-            ms = (time.perf_counter() - started) * 1000
-            log.log(
-                level, describe(request.method, request.url, response.status_code, None, ms, ids)
-            )
-        return response
+            return self.content.decode(charset, "replace")
+        except LookupError:
+            return self.content.decode("utf-8", "replace")
 
-    async def aclose(self) -> None:
-        """Close the aiohttp session and its connections."""
-        await self._inner.aclose()
+    def json(self) -> Any:
+        """The body decoded as JSON (ValueError when it is not)."""
+        return jsonlib.loads(self.content)
 
+    def raise_for_status(self) -> None:
+        """Raise HTTPError for an answer outside 2xx."""
+        if not self.is_success:
+            raise HTTPError(f"HTTP {self.status_code} {self.reason_phrase}".rstrip())
 
-class _Chunks(httpx.AsyncByteStream):
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        view = memoryview(self._data)
-        for start in range(0, len(view), _BODY_CHUNK):
-            yield bytes(view[start : start + _BODY_CHUNK])
-
-
-def _streamed(request: httpx.Request) -> httpx.Request:
-    """The request, its body given as chunks when large (Content-Length is kept)."""
-    try:
-        content = request.content
-    except httpx.RequestNotRead:
-        return request
-    if len(content) <= _LARGE_BODY:
-        return request
-    return httpx.Request(
-        request.method,
-        request.url,
-        headers=request.headers,
-        stream=_Chunks(content),
-        extensions=request.extensions,
-    )
+    async def aiter_bytes(self, chunk_size: int = 64 * 1024) -> AsyncIterator[bytes]:
+        """The streamed body, decoded, in chunks of at most ``chunk_size``."""
+        if self._stream is None:
+            if self.content:
+                yield self.content
+            return
+        try:
+            async for chunk in self._stream.iter_chunked(chunk_size):
+                yield chunk
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = translate(exc)
+            if error is None:
+                raise
+            raise error from None
 
 
 def _check_literal(host: str) -> None:
@@ -220,54 +269,201 @@ def _check_literal(host: str) -> None:
         raise netguard.TargetRefused(host, f"{reason} address", private=True)
 
 
-def _transport(
-    *,
-    guard: bool,
-    resolve: netguard.Resolver | None,
-    allow_private: bool,
-    ssl_context: ssl.SSLContext,
-    connections: int,
-) -> Transport:
-    def session() -> aiohttp.ClientSession:
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), _BODY_CHUNK):
+        yield bytes(view[start : start + _BODY_CHUNK])
+
+
+class Client:
+    """Requests through one aiohttp pool; errors as this module's types, one log line each."""
+
+    def __init__(
+        self,
+        *,
+        timeout: aiohttp.ClientTimeout,
+        ssl_context: ssl.SSLContext,
+        connections: int,
+        resolver: GuardedResolver | None = None,
+        check_literals: bool = False,
+    ) -> None:
+        self._timeout = timeout
+        self._ssl = ssl_context
+        self._connections = connections
+        self._resolver = resolver
+        # aiohttp asks the resolver only for names: IP literals are checked per request.
+        self._check_literals = check_literals
+        self._made: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    @property
+    def is_closed(self) -> bool:
+        """True once `aclose` was called."""
+        return self._closed
+
+    def _session(self) -> aiohttp.ClientSession:
         # Made on first use: aiohttp wants a running loop.
-        resolver = (
-            GuardedResolver(resolve or netguard.system_resolve, allow_private=allow_private)
-            if guard
-            else None
+        if self._made is None:
+            if self._closed:
+                raise RuntimeError("the client has been closed")
+            connector = aiohttp.TCPConnector(
+                limit=self._connections, ssl=self._ssl, resolver=self._resolver
+            )
+            # No trust_env: a proxy would resolve user-chosen names itself, past the guard.
+            # No cookies: one subscriber's cookies are nothing to send another.
+            self._made = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers={"User-Agent": USER_AGENT},
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+            )
+        return self._made
+
+    async def _start(
+        self,
+        method: str,
+        url: str,
+        params: Params | None,
+        json: Any,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+        ids: Ids | None,
+    ) -> aiohttp.ClientResponse:
+        """Send a request and wait for the answer's head; the body is the caller's to read."""
+        started = time.perf_counter()
+        try:
+            target: str | yarl.URL = url
+            if self._check_literals:
+                try:
+                    target = yarl.URL(url)
+                except ValueError:
+                    raise UnsupportedProtocol("invalid URL: not usable") from None
+                _check_literal(target.host or "")
+            sent: dict[str, str] = dict(headers) if headers else {}
+            data: Any = content
+            if json is not None:
+                data = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+                sent["Content-Type"] = "application/json"
+            if data is not None and len(data) > _LARGE_BODY:
+                sent["Content-Length"] = str(len(data))
+                data = _chunks(data)
+            response = await self._session().request(
+                method, target, params=params, data=data, headers=sent, allow_redirects=False
+            )
+        except Exception as exc:
+            error = translate(exc)
+            if log.isEnabledFor(logging.INFO):
+                shown = error or exc
+                reason = f"{type(shown).__name__}: {shown}" if error else type(exc).__name__
+                ms = (time.perf_counter() - started) * 1000
+                log.info(describe(method, url, None, reason, ms, ids))
+            if error is not None:
+                raise error from None
+            raise
+        level = logging.DEBUG if response.status < 400 else logging.INFO
+        if log.isEnabledFor(level):
+            ms = (time.perf_counter() - started) * 1000
+            log.log(level, describe(method, url, response.status, None, ms, ids))
+        return response
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        ids: Ids | None = None,
+    ) -> Response:
+        """Send a request and read its whole answer (never following redirects)."""
+        answer = await self._start(method, url, params, json, content, headers, ids)
+        try:
+            body = await answer.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = translate(exc)
+            if error is None:
+                raise
+            raise error from None
+        finally:
+            answer.release()
+        return Response(answer.status, answer.headers, body, answer.reason or "")
+
+    async def get(
+        self,
+        url: str,
+        *,
+        params: Params | None = None,
+        headers: Mapping[str, str] | None = None,
+        ids: Ids | None = None,
+    ) -> Response:
+        """GET ``url``."""
+        return await self.request("GET", url, params=params, headers=headers, ids=ids)
+
+    async def post(
+        self,
+        url: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        ids: Ids | None = None,
+    ) -> Response:
+        """POST to ``url``."""
+        return await self.request(
+            "POST", url, params=params, json=json, content=content, headers=headers, ids=ids
         )
-        connector = aiohttp.TCPConnector(limit=connections, ssl=ssl_context, resolver=resolver)
-        # No trust_env: a proxy would resolve user-chosen names itself, past the guard, and
-        # aiohttp reads the proxy variables and ~/.netrc again on every request.
-        return aiohttp.ClientSession(connector=connector)
 
-    inner = AiohttpTransport(verify=ssl_context, trust_env=False, client=session)
-    return Transport(inner, guard=guard and not allow_private)
+    async def put(
+        self, url: str, *, content: bytes, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        """PUT ``content`` to ``url``."""
+        return await self.request("PUT", url, content=content, headers=headers)
 
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        ids: Ids | None = None,
+    ) -> AsyncIterator[Response]:
+        """The answer once its head is in; its body read with `aiter_bytes` (or left unread)."""
+        answer = await self._start(method, url, None, None, content, headers, ids)
+        try:
+            yield Response(answer.status, answer.headers, b"", answer.reason or "", answer.content)
+        finally:
+            answer.release()
 
-def _client(transport: Transport, timeout: httpx.Timeout) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=transport,
-        timeout=timeout,
-        follow_redirects=False,
-        trust_env=False,
-        headers={"User-Agent": USER_AGENT},
-    )
+    async def aclose(self) -> None:
+        """Close the pool and its connections."""
+        self._closed = True
+        if self._made is not None:
+            await self._made.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 def provider_client(
     timeout: float, ssl_context: ssl.SSLContext, *, connections: int = 32
-) -> httpx.AsyncClient:
+) -> Client:
     """A client for a provider's operator-configured base URL: pooled, bounded, no redirects."""
     # One client is enough: aiohttp's pool does not slow down with concurrency as httpcore's
-    # did (the reason the relay used to spread requests over several clients).
-    transport = _transport(
-        guard=False,
-        resolve=None,
-        allow_private=True,
-        ssl_context=ssl_context,
-        connections=connections,
+    # did (the reason the relay used to spread requests over several clients). `connect`
+    # also bounds the wait for a pool slot: a request that never got one was never sent.
+    limits = aiohttp.ClientTimeout(
+        connect=timeout, sock_connect=min(timeout, 10.0), sock_read=timeout
     )
-    return _client(transport, httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+    return Client(timeout=limits, ssl_context=ssl_context, connections=connections)
 
 
 def guarded_client(
@@ -277,21 +473,22 @@ def guarded_client(
     allow_private: bool,
     resolve: netguard.Resolver | None = None,
     connections: int = 8,
-) -> httpx.AsyncClient:
+) -> Client:
     """A client for targets a user chose (webhooks, media): connects to checked addresses only."""
-    transport = _transport(
-        guard=True,
-        resolve=resolve,
-        allow_private=allow_private,
+    resolver = GuardedResolver(resolve or netguard.system_resolve, allow_private=allow_private)
+    limits = aiohttp.ClientTimeout(connect=timeout, sock_connect=timeout, sock_read=timeout)
+    return Client(
+        timeout=limits,
         ssl_context=ssl_context,
         connections=connections,
+        resolver=resolver,
+        check_literals=not allow_private,
     )
-    return _client(transport, httpx.Timeout(timeout))
 
 
 @dataclass(slots=True)
 class _Entry:
-    client: httpx.AsyncClient
+    client: Client
     gate: asyncio.Semaphore
     users: int = 0
     evicted: bool = False
@@ -301,7 +498,7 @@ class _Entry:
 class HostClients:
     """One client per destination host, at most ``bound`` of them (least recently used go)."""
 
-    make: Callable[[], httpx.AsyncClient]
+    make: Callable[[], Client]
     per_host: int
     bound: int = MAX_HOSTS
     _entries: collections.OrderedDict[str, _Entry] = field(default_factory=collections.OrderedDict)
@@ -311,7 +508,7 @@ class HostClients:
         return len(self._entries)
 
     @contextlib.asynccontextmanager
-    async def use(self, key: str) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.Semaphore]]:
+    async def use(self, key: str) -> AsyncIterator[tuple[Client, asyncio.Semaphore]]:
         """The host's client and its gate, kept open while the caller uses them."""
         entry = self._entries.get(key)
         if entry is None:

@@ -7,9 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
-
-from service import netguard, outbox, owners
+from service import netguard, outbound, outbox, owners
 from service.config import Settings
 from service.delivery import Deliverer
 from service.poller import Poller
@@ -31,7 +29,7 @@ class Relay:
     deliverer: Deliverer
     webhook_secret: outbox.ServiceSecret
     providers: dict[str, Provider]
-    clients: list[httpx.AsyncClient]
+    clients: list[outbound.Client]
     # Every lookup of a user-chosen target goes through this (tests inject a fake):
     # `netguard.check_target(url, allow_private=..., resolve=relay.resolve)`.
     resolve: netguard.Resolver = netguard.system_resolve

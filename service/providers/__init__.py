@@ -5,8 +5,6 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-import httpx
-
 from service import netguard, outbound
 from service.config import Settings
 from service.jobs import CallbackReport
@@ -29,9 +27,9 @@ def build(
     settings: Settings,
     ssl_context: ssl.SSLContext,
     resolve: netguard.Resolver = netguard.system_resolve,
-) -> tuple[dict[str, Provider], list[httpx.AsyncClient]]:
+) -> tuple[dict[str, Provider], list[outbound.Client]]:
     """The adapters whose credentials are configured, by catalog name, and the clients to close."""
-    clients: list[httpx.AsyncClient] = []
+    clients: list[outbound.Client] = []
     providers: dict[str, Provider] = {}
     if settings.pixazo_api_key is not None:
         client = outbound.provider_client(settings.provider_timeout, ssl_context)

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import httpx
-
-from service import retry
+from service import outbound, retry
 from service.catalog import Model
 from service.config import Settings
 from service.errors import RelayError
@@ -99,7 +97,7 @@ def call_lease(settings: Settings) -> float:
     return 3 * settings.provider_timeout + 30
 
 
-def body_of(response: httpx.Response) -> Any:
+def body_of(response: outbound.Response) -> Any:
     """The JSON body of an answer, or its first 1 KiB of text."""
     try:
         return response.json()
@@ -131,7 +129,7 @@ _STATUS_MAP = {
 }
 
 
-def error_for(name: str, response: httpx.Response) -> ProviderError:
+def error_for(name: str, response: outbound.Response) -> ProviderError:
     """Describe a non-2xx provider answer as a ProviderError (retryable for 408, 429, 5xx)."""
     status = response.status_code
     body = body_of(response)
@@ -153,31 +151,31 @@ def error_for(name: str, response: httpx.Response) -> ProviderError:
     )
 
 
-def network_error(name: str, exc: httpx.HTTPError) -> ProviderError:
+def network_error(name: str, exc: outbound.HTTPError) -> ProviderError:
     """Describe a transport failure; only a failed connect is surely safe to resend."""
-    sure_not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    sure_not_sent = isinstance(exc, outbound.ConnectError | outbound.ConnectTimeout)
     return ProviderError(
         f"{name}: cannot reach the provider: {type(exc).__name__}: {exc}".rstrip(": "),
         code="provider_unreachable",
-        http_status=504 if isinstance(exc, httpx.TimeoutException) else 502,
+        http_status=504 if isinstance(exc, outbound.TimeoutException) else 502,
         retryable=sure_not_sent,
     )
 
 
 async def with_retries(
-    call: Callable[[], Awaitable[httpx.Response]],
+    call: Callable[[], Awaitable[outbound.Response]],
     name: str,
     *,
     attempts: int = 3,
     base_delay: float = 0.25,
     max_delay: float = 4.0,
     rand: Callable[[], float] = random.random,
-) -> httpx.Response:
+) -> outbound.Response:
     """Send, retrying 408/429/5xx and unsent requests a few times with backoff first."""
     for attempt in range(attempts):
         try:
             response = await call()
-        except httpx.HTTPError as exc:
+        except outbound.HTTPError as exc:
             error = network_error(name, exc)
         else:
             if response.is_success:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from service import jobs, outbound
 from service.catalog import Model
 from service.config import Settings
@@ -93,7 +91,7 @@ class Pixazo:
     name = "pixazo"
     accepts_callbacks = True
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
+    def __init__(self, client: outbound.Client, base_url: str, api_key: str | None) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
         self._key = api_key or ""
@@ -162,9 +160,9 @@ class Pixazo:
                 retryable=False,
             )
         url = f"{self._base}/v2/requests/status/{job.provider_job_id}"
-        ids = {outbound.IDS: {"job": job.id}}
+        ids = {"job": job.id}
         response = await with_retries(
-            lambda: self._client.get(url, headers=self._headers(), extensions=ids),
+            lambda: self._client.get(url, headers=self._headers(), ids=ids),
             "pixazo",
             attempts=1,
         )

@@ -52,7 +52,8 @@ class JobsRepo(Protocol):
     """The jobs rows as one unit of work sees them; `service.ledger` decides what to do."""
 
     async def in_flight(self, provider: str) -> int:
-        """Jobs of a provider that it is working on now, or that are being submitted to it."""
+        """Jobs of a provider that it is working on now, or that are being submitted to it
+        (read on every submission: a count kept as jobs change, never a scan of the jobs)."""
 
     async def insert_submitting(
         self,
@@ -66,8 +67,9 @@ class JobsRepo(Protocol):
         now: float,
         lease_until: float,
         owner: str | None,
-    ) -> None:
-        """Insert a job as `submitting`, its due time (and `owner`'s lease) at `lease_until`."""
+    ) -> int:
+        """Insert a job as `submitting`, its due time (and `owner`'s lease) at `lease_until`;
+        returns its seq (the caller knows every other column)."""
 
     async def defer(self, job_id: str, due: float) -> None:
         """Hold a job back, unleased, until `due`."""

@@ -8,7 +8,6 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -69,12 +68,12 @@ def _closed_port() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-# -- errors keep httpx's meaning (httpx-aiohttp alone turns most into ConnectTimeout) --------
+# -- errors say whether a request may have been sent --------------------------------------------
 
 
 async def test_a_refused_connect_is_a_connect_error_safe_to_resend() -> None:
     async with outbound.provider_client(2.0, CONTEXT) as client:
-        with pytest.raises(httpx.ConnectError) as info:
+        with pytest.raises(outbound.ConnectError) as info:
             await client.post(f"{_closed_port()}/v1/generate?key=secret", json={})
     error = network_error("pixazo", info.value)
     assert (error.retryable, error.http_status) == (True, 502)
@@ -87,7 +86,7 @@ async def test_a_read_timeout_is_a_504_not_safe_to_resend() -> None:
         await reader.read()  # until the client gives up and closes
 
     async with raw_server(hang) as url, outbound.provider_client(0.3, CONTEXT) as client:
-        with pytest.raises(httpx.ReadTimeout) as info:
+        with pytest.raises(outbound.ReadTimeout) as info:
             await client.post(f"{url}/v1/generate", json={})
     error = network_error("pixazo", info.value)
     assert (error.retryable, error.http_status) == (False, 504)
@@ -98,20 +97,20 @@ async def test_a_disconnect_after_sending_is_not_safe_to_resend() -> None:
         await _read_request(reader)
 
     async with raw_server(drop) as url, outbound.provider_client(2.0, CONTEXT) as client:
-        with pytest.raises(httpx.RemoteProtocolError) as info:
+        with pytest.raises(outbound.RemoteProtocolError) as info:
             await client.post(f"{url}/v1/generate", json={})
     error = network_error("pixazo", info.value)
     assert (error.retryable, error.http_status) == (False, 502)
 
 
-async def test_a_malformed_answer_is_an_httpx_error_without_the_url() -> None:
+async def test_a_malformed_answer_is_a_transport_error_without_the_url() -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         writer.write(b"HTTP/1.1 abc nonsense\r\n\r\n")
         await writer.drain()
 
     async with raw_server(garbage) as url, outbound.provider_client(2.0, CONTEXT) as client:
-        with pytest.raises(httpx.TransportError) as info:
+        with pytest.raises(outbound.TransportError) as info:
             await client.get(f"{url}/path/secret-token")
     assert "secret-token" not in str(info.value)
 
@@ -124,9 +123,9 @@ async def to_loopback(host: str, port: int) -> list[str]:
 
 
 async def test_three_hundred_hosts_never_keep_more_than_the_bound() -> None:
-    made: list[httpx.AsyncClient] = []
+    made: list[outbound.Client] = []
 
-    def make() -> httpx.AsyncClient:
+    def make() -> outbound.Client:
         client = outbound.guarded_client(
             2.0, CONTEXT, allow_private=True, resolve=to_loopback, connections=2
         )
@@ -151,10 +150,10 @@ async def test_three_hundred_hosts_never_keep_more_than_the_bound() -> None:
 
 
 async def test_an_evicted_client_is_closed_only_when_its_last_request_ends() -> None:
-    made: dict[str, httpx.AsyncClient] = {}
+    made: dict[str, outbound.Client] = {}
 
-    def maker(name: str) -> Callable[[], httpx.AsyncClient]:
-        def make() -> httpx.AsyncClient:
+    def maker(name: str) -> Callable[[], outbound.Client]:
+        def make() -> outbound.Client:
             made[name] = outbound.guarded_client(
                 2.0, CONTEXT, allow_private=True, resolve=to_loopback
             )
@@ -184,15 +183,15 @@ async def test_an_evicted_client_is_closed_only_when_its_last_request_ends() -> 
 # -- our own request log lines -----------------------------------------------------------------
 
 
-async def test_requests_are_logged_without_path_or_query_and_httpx_is_silent(
+async def test_requests_are_logged_without_path_or_query_and_libraries_are_silent(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with serve(OK) as url, outbound.provider_client(2.0, CONTEXT) as client:
-        ids = {outbound.IDS: {"job": "job_1"}}
+        ids = {"job": "job_1"}
         secret = f"{url}/services/T0AAA/B0BBB/xxxxsecretxxxx?key=sekrit-key&token=sekrit-token"
-        assert (await client.get(secret, extensions=ids)).status_code == 200
-        with pytest.raises(httpx.ConnectError):
+        assert (await client.get(secret, ids=ids)).status_code == 200
+        with pytest.raises(outbound.ConnectError):
             await client.get(f"{_closed_port()}/hook?token=sekrit-token")
     lines = [r for r in caplog.records if r.name == "service.outbound"]
     assert len(lines) == 2
@@ -202,7 +201,68 @@ async def test_requests_are_logged_without_path_or_query_and_httpx_is_silent(
     assert lines[0].levelno == logging.DEBUG
     assert "failed (ConnectError: Cannot connect to host 127.0.0.1:" in lines[1].getMessage()
     assert lines[1].levelno == logging.INFO
-    assert not [r for r in caplog.records if r.name.startswith("httpx")]
+    assert not [r for r in caplog.records if r.name.startswith(("httpx", "aiohttp"))]
     text = caplog.text
     for secret_part in ("services", "xxxxsecretxxxx", "sekrit", "/hook"):
         assert secret_part not in text
+
+
+# -- the response shape the call sites use -------------------------------------------------------
+
+
+async def _shapes(request: Request) -> Response:
+    body = await request.body()
+    path = request.url.path
+    if path == "/cookie":
+        answer = JSONResponse({"cookie": request.headers.get("cookie")})
+        answer.set_cookie("session", "from-a-host")
+        return answer
+    if path == "/echo":
+        return JSONResponse(
+            {
+                "length": request.headers.get("content-length"),
+                "chunked": request.headers.get("transfer-encoding"),
+                "size": len(body),
+                "tail": body[-4:].decode(),
+            }
+        )
+    if path == "/latin":
+        return Response("café".encode("latin-1"), media_type="text/plain; charset=latin-1")
+    return Response(status_code=302, headers={"location": "/elsewhere"})
+
+
+SHAPES = Starlette(routes=[Route("/{path:path}", _shapes, methods=["GET", "POST", "PUT"])])
+
+
+async def test_no_cookie_is_kept_from_one_answer_for_the_next_request() -> None:
+    async with serve(SHAPES) as url, outbound.provider_client(2.0, CONTEXT) as client:
+        first = await client.get(f"{url}/cookie")
+        assert "session=from-a-host" in first.headers.get("set-cookie", "")
+        second = await client.get(f"{url}/cookie")
+    assert second.json() == {"cookie": None}
+
+
+async def test_a_large_body_goes_in_chunks_with_its_length() -> None:
+    data = b"x" * (3 * 1024 * 1024) + b"tail"
+    async with serve(SHAPES) as url, outbound.provider_client(5.0, CONTEXT) as client:
+        answer = await client.put(f"{url}/echo", content=data)
+    assert answer.json() == {
+        "length": str(len(data)),
+        "chunked": None,
+        "size": len(data),
+        "tail": "tail",
+    }
+
+
+async def test_redirects_are_not_followed_and_text_follows_the_charset() -> None:
+    async with serve(SHAPES) as url, outbound.provider_client(2.0, CONTEXT) as client:
+        moved = await client.get(f"{url}/moved")
+        assert (moved.status_code, moved.is_redirect, moved.is_success) == (302, True, False)
+        assert moved.headers["Location"] == "/elsewhere"
+        assert (await client.get(f"{url}/latin")).text == "café"
+        for _ in range(3):  # a streamed answer left unread still frees its connection
+            async with client.stream("POST", f"{url}/echo", content=b"{}") as streamed:
+                assert streamed.status_code == 200
+        async with client.stream("POST", f"{url}/echo", content=b"abcd") as streamed:
+            chunks = [chunk async for chunk in streamed.aiter_bytes(4)]
+        assert b"".join(chunks).endswith(b'"tail":"abcd"}')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -16,7 +17,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from service import catalog
+from service import catalog, outbound
 from service.jobs import Status
 from service.providers.base import ProviderError
 from service.providers.scenario import Scenario, media
@@ -109,12 +110,12 @@ async def env() -> AsyncIterator[Env]:
             )
             await sim.app(scope, receive, send)
 
-    clients: list[httpx.AsyncClient] = []
+    clients: list[outbound.Client] = []
     async with serve(route) as url:
         sim.base_url = url
 
         def make(**kw: Any) -> Scenario:
-            client = httpx.AsyncClient(timeout=10)
+            client = outbound.provider_client(10.0, ssl.create_default_context())
             clients.append(client)
             options: dict[str, Any] = {
                 "allow_private_media": True,

@@ -8,7 +8,6 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
-import httpx
 import pytest
 
 from service import netguard, outbound
@@ -350,5 +349,5 @@ async def test_guarded_client_refuses_a_name_through_its_resolver() -> None:
     async with outbound.guarded_client(1.0, context, allow_private=False, resolve=fake) as client:
         with pytest.raises(TargetRefused, match=re.escape("loopback address 127.0.0.1")):
             await client.post("http://rebind.example:8080/hook/secret", content=b"{}")
-        with pytest.raises(httpx.ConnectError):  # an unknown name: a retryable network error
+        with pytest.raises(outbound.ConnectError):  # an unknown name: a retryable network error
             await client.get("http://unknown.example/")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
+from urllib.parse import urlsplit
+
 import pytest
 
 from service import outbound
@@ -13,15 +14,15 @@ GCHAT = "https://chat.googleapis.com/v1/spaces/AAAA/messages?key=sekrit-key&toke
 
 @pytest.mark.parametrize("url", [SLACK, GCHAT])
 def test_the_line_names_the_host_but_never_the_path_or_query(url: str) -> None:
-    line = outbound.describe("POST", httpx.URL(url), 200, None, 12.4, {"delivery": "dlv_1"})
-    host = httpx.URL(url).host
+    line = outbound.describe("POST", url, 200, None, 12.4, {"delivery": "dlv_1"})
+    host = urlsplit(url).hostname
     assert line == f"POST https://{host} 200 12 ms delivery=dlv_1"
     for secret in ("services", "T0AAAAAAA", "xxxx", "spaces", "key=", "sekrit", "?", "/v1"):
         assert secret not in line
 
 
 def test_ports_ipv6_errors_and_empty_ids() -> None:
-    url = httpx.URL("http://[2606:4700::1111]:8080/hook?token=t")
+    url = "http://[2606:4700::1111]:8080/hook?token=t"
     ids = {"job": "job_1", "subscription": ""}
     line = outbound.describe("GET", url, None, "ConnectError: refused", 3.0, ids)
     assert line == "GET http://[2606:4700::1111]:8080 failed (ConnectError: refused) 3 ms job=job_1"

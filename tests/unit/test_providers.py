@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import ssl
 from typing import Any
 
-import httpx
 import pytest
+from starlette.applications import Starlette
 from starlette.datastructures import Secret
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from service import catalog, providers
+from service import catalog, outbound, providers
 from service.config import Settings
 from service.jobs import CallbackReport, Status
 from service.providers import pixazo
@@ -18,6 +20,7 @@ from service.providers.base import Provider, ProviderError
 from service.providers.pixazo import Pixazo
 from service.providers.scenario import Scenario
 from service.providers.scenario import adapter as scenario
+from service.sim.server import serve
 from service.store import Job
 
 SETTINGS = Settings(callback_grace=7.0, poll_min=0.5, provider_timeout=10.0)
@@ -132,7 +135,7 @@ def test_callbacks_are_parsed_by_the_named_provider_only() -> None:
 
 
 async def test_pixazo_waits_for_callbacks_and_leases_the_call_alone() -> None:
-    async with httpx.AsyncClient() as client:
+    async with outbound.provider_client(10.0, ssl.create_default_context()) as client:
         adapter = Pixazo(client, "http://127.0.0.1:9", "key")
         assert adapter.accepts_callbacks
         url = adapter.callback_url("https://relay.example", "tok.en")
@@ -145,7 +148,7 @@ async def test_pixazo_waits_for_callbacks_and_leases_the_call_alone() -> None:
 
 
 async def test_scenario_is_polled_and_leases_the_media_upload() -> None:
-    async with httpx.AsyncClient() as client:
+    async with outbound.provider_client(10.0, ssl.create_default_context()) as client:
         adapter = Scenario(client, "http://127.0.0.1:9", "key", "secret", None)
         assert not adapter.accepts_callbacks
         with pytest.raises(ProviderError):
@@ -207,7 +210,7 @@ async def test_every_catalog_provider_is_built_with_the_whole_protocol() -> None
     assert providers.build(Settings(), ssl.create_default_context()) == ({}, [])
 
 
-# -- Pixazo's status answer, over httpx.MockTransport ----------------------------------------
+# -- Pixazo's status answer, from a loopback server ---------------------------------------------
 
 
 async def test_pixazo_status_answer_uses_the_same_map_as_its_callbacks() -> None:
@@ -217,13 +220,17 @@ async def test_pixazo_status_answer_uses_the_same_map_as_its_callbacks() -> None
         "req_bad": {"status": "DONE"},
     }
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        assert request.headers["ocp-apim-subscription-key"] == "key"
-        request_id = request.url.path.rsplit("/", 1)[-1]
-        return httpx.Response(200, content=json.dumps(answers[request_id]).encode())
+    async def answer(request: Request) -> Response:
+        if request.headers.get("ocp-apim-subscription-key") != "key":
+            return JSONResponse({"error": "no key"}, status_code=401)
+        return JSONResponse(answers[request.path_params["request_id"]])
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
-        adapter = Pixazo(client, "http://pixazo.test", "key")
+    app = Starlette(routes=[Route("/v2/requests/status/{request_id}", answer)])
+    async with (
+        serve(app) as url,
+        outbound.provider_client(10.0, ssl.create_default_context()) as client,
+    ):
+        adapter = Pixazo(client, url, "key")
 
         running = await adapter.fetch_status(job("req_run"))
         assert (running.status, running.progress) == (Status.PROCESSING, 0.3)

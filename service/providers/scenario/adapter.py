@@ -8,8 +8,6 @@ import posixpath
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from service import catalog, jobs, netguard, outbound
 from service.catalog import Model
 from service.config import Settings
@@ -102,13 +100,13 @@ class Scenario:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: outbound.Client,
         base_url: str,
         api_key: str,
         api_secret: str,
         project_id: str | None,
         *,
-        media_client: httpx.AsyncClient | None = None,
+        media_client: outbound.Client | None = None,
         allow_private_media: bool = False,
         resolve: netguard.Resolver | None = None,
         max_image_bytes: int = media.MAX_IMAGE_BYTES,
@@ -119,7 +117,7 @@ class Scenario:
         self._client = client
         self._media_client = media_client or client
         self._base = base_url.rstrip("/")
-        self._auth = httpx.BasicAuth(api_key, api_secret)
+        self._auth = outbound.basic_auth(api_key, api_secret)
         self._project_id = project_id
         self._params = {"projectId": project_id} if project_id else {}
         self._allow_private_media = allow_private_media
@@ -156,11 +154,11 @@ class Scenario:
             lease += MEDIA_LEASE
         return lease
 
-    async def _get(self, path: str, job: Job, *, attempts: int = 3) -> httpx.Response:
+    async def _get(self, path: str, job: Job, *, attempts: int = 3) -> outbound.Response:
         url = self._base + path
-        ids = {outbound.IDS: {"job": job.id}}
+        ids = {"job": job.id}
         return await with_retries(
-            lambda: self._client.get(url, params=self._params, auth=self._auth, extensions=ids),
+            lambda: self._client.get(url, params=self._params, headers=self._auth, ids=ids),
             self.name,
             attempts=attempts,
         )
@@ -193,11 +191,11 @@ class Scenario:
 
     async def _generate(
         self, model: Model, payload: dict[str, Any], *, dry_run: bool
-    ) -> tuple[httpx.Response, Any]:
+    ) -> tuple[outbound.Response, Any]:
         url = self._base + model.path
         query = {**self._params, "dryRun": "true"} if dry_run else self._params
         response = await with_retries(
-            lambda: self._client.post(url, json=payload, params=query, auth=self._auth),
+            lambda: self._client.post(url, json=payload, params=query, headers=self._auth),
             self.name,
         )
         return response, body_of(response)

@@ -8,13 +8,12 @@ import functools
 import math
 import mimetypes
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urljoin, urlsplit
 
-import httpx
-
-from service import netguard
+from service import netguard, outbound
 from service.providers.base import ProviderError, body_of, with_retries
 
 Kind = Literal["image", "video"]
@@ -122,7 +121,7 @@ def _name(url: str, content_type: str) -> str:
     return f"upload{ext}"
 
 
-def _content_type(response: httpx.Response, url: str, kind: Kind) -> str:
+def _content_type(response: outbound.Response, url: str, kind: Kind) -> str:
     given = str(response.headers.get("content-type", "")).partition(";")[0].strip().lower()
     if given.startswith(f"{kind}/"):
         return given
@@ -135,7 +134,7 @@ def _content_type(response: httpx.Response, url: str, kind: Kind) -> str:
 
 
 async def fetch(
-    client: httpx.AsyncClient,
+    client: outbound.Client,
     url: str,
     *,
     kind: Kind,
@@ -159,7 +158,7 @@ async def fetch(
 
 
 async def _fetch(
-    client: httpx.AsyncClient,
+    client: outbound.Client,
     url: str,
     kind: Kind,
     max_bytes: int,
@@ -174,7 +173,7 @@ async def _fetch(
         except netguard.TargetRefused as exc:
             raise MediaRefused(f"media URL refused: {exc}") from None
         try:
-            async with client.stream("GET", url, follow_redirects=False) as response:
+            async with client.stream("GET", url) as response:
                 if response.is_redirect:
                     location = response.headers.get("location")
                     if not location:
@@ -192,14 +191,14 @@ async def _fetch(
         except netguard.TargetRefused as exc:
             # The guarded client's resolver saw another answer than the check above.
             raise MediaRefused(f"media URL refused: {exc}") from None
-        except httpx.HTTPError as exc:
+        except outbound.HTTPError as exc:
             raise MediaUnreachable(
                 f"cannot download {shown(url)}: {type(exc).__name__}: {exc}".rstrip(": ")
             ) from None
     raise MediaUnreachable(f"{shown(url)} redirects more than {MAX_REDIRECTS} times")
 
 
-async def _read(response: httpx.Response, url: str, max_bytes: int) -> bytearray:
+async def _read(response: outbound.Response, url: str, max_bytes: int) -> bytearray:
     too_large = MediaTooLarge(f"{shown(url)} is larger than the {max_bytes}-byte limit")
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
@@ -216,9 +215,9 @@ async def _read(response: httpx.Response, url: str, max_bytes: int) -> bytearray
 
 
 async def upload(
-    client: httpx.AsyncClient,
+    client: outbound.Client,
     base_url: str,
-    auth: httpx.BasicAuth,
+    auth: Mapping[str, str],
     project_id: str | None,
     fetched: Fetched,
     kind: Kind,
@@ -239,7 +238,7 @@ async def upload(
 
 
 def _bad_answer(
-    what: str, response: httpx.Response | None = None, body: Any = None
+    what: str, response: outbound.Response | None = None, body: Any = None
 ) -> ProviderError:
     return ProviderError(
         f"scenario: {what}",
@@ -252,9 +251,9 @@ def _bad_answer(
 
 
 async def _create_asset(
-    client: httpx.AsyncClient,
+    client: outbound.Client,
     base: str,
-    auth: httpx.BasicAuth,
+    auth: Mapping[str, str],
     params: dict[str, str],
     fetched: Fetched,
 ) -> str | None:
@@ -264,7 +263,7 @@ async def _create_asset(
     del encoded
     try:
         response = await with_retries(
-            lambda: client.post(f"{base}/v1/assets", json=payload, params=params, auth=auth),
+            lambda: client.post(f"{base}/v1/assets", json=payload, params=params, headers=auth),
             "scenario",
         )
     except ProviderError as exc:
@@ -280,9 +279,9 @@ async def _create_asset(
 
 
 async def _multipart(
-    client: httpx.AsyncClient,
+    client: outbound.Client,
     base: str,
-    auth: httpx.BasicAuth,
+    auth: Mapping[str, str],
     params: dict[str, str],
     fetched: Fetched,
     kind: Kind,
@@ -298,7 +297,7 @@ async def _multipart(
         "parts": max(1, math.ceil(size / PART_SIZE)),
     }
     response = await with_retries(
-        lambda: client.post(f"{base}/v1/uploads", json=request, params=params, auth=auth),
+        lambda: client.post(f"{base}/v1/uploads", json=request, params=params, headers=auth),
         "scenario",
     )
     upload_body = _upload_of(response)
@@ -312,7 +311,7 @@ async def _multipart(
                 f"{base}/v1/uploads/{upload_id}/action",
                 json={"action": "complete"},
                 params=params,
-                auth=auth,
+                headers=auth,
             ),
             "scenario",
         )
@@ -334,7 +333,7 @@ async def _multipart(
         ) from None
 
 
-def _upload_of(response: httpx.Response) -> dict[str, Any]:
+def _upload_of(response: outbound.Response) -> dict[str, Any]:
     body = body_of(response)
     upload_body = body.get("upload") if isinstance(body, dict) else None
     if not isinstance(upload_body, dict):
@@ -342,9 +341,7 @@ def _upload_of(response: httpx.Response) -> dict[str, Any]:
     return upload_body
 
 
-async def _put_parts(
-    client: httpx.AsyncClient, upload_body: dict[str, Any], data: bytearray
-) -> None:
+async def _put_parts(client: outbound.Client, upload_body: dict[str, Any], data: bytearray) -> None:
     """PUT each part to its pre-signed URL (no Authorization: the URL is the credential)."""
     part_size = upload_body.get("partSize")
     if not isinstance(part_size, int) or isinstance(part_size, bool) or part_size <= 0:
@@ -359,7 +356,7 @@ async def _put_parts(
         number = part.get("number", position) if isinstance(part, dict) else position
         if not isinstance(url, str) or not isinstance(number, int) or number < 1:
             raise _bad_answer(f"upload part {position} has no URL or number", body=upload_body)
-        # One part is copied at a time (httpx sends bytes), never the whole file.
+        # One part is copied at a time (the client sends bytes), never the whole file.
         chunk = bytes(view[(number - 1) * part_size : number * part_size])
         covered += len(chunk)
         await with_retries(functools.partial(client.put, url, content=chunk), "scenario")
@@ -370,9 +367,9 @@ async def _put_parts(
 
 
 async def _abort(
-    client: httpx.AsyncClient,
+    client: outbound.Client,
     base: str,
-    auth: httpx.BasicAuth,
+    auth: Mapping[str, str],
     params: dict[str, str],
     upload_id: str,
 ) -> None:
@@ -382,16 +379,16 @@ async def _abort(
             f"{base}/v1/uploads/{upload_id}/action",
             json={"action": "abort"},
             params=params,
-            auth=auth,
+            headers=auth,
         )
-    except httpx.HTTPError:
+    except outbound.HTTPError:
         pass
 
 
 async def _wait_for_asset(
-    client: httpx.AsyncClient,
+    client: outbound.Client,
     base: str,
-    auth: httpx.BasicAuth,
+    auth: Mapping[str, str],
     params: dict[str, str],
     upload_id: str,
     upload_body: dict[str, Any],
@@ -404,14 +401,14 @@ async def _wait_for_asset(
         _fail_if_failed(upload_body.get("status"), f"the upload {upload_id}", upload_body)
         await asyncio.sleep(poll_interval)
         response = await with_retries(
-            lambda: client.get(f"{base}/v1/uploads/{upload_id}", params=params, auth=auth),
+            lambda: client.get(f"{base}/v1/uploads/{upload_id}", params=params, headers=auth),
             "scenario",
         )
         upload_body = _upload_of(response)
         job_id = upload_body.get("jobId")
     while True:
         response = await with_retries(
-            lambda: client.get(f"{base}/v1/jobs/{job_id}", params=params, auth=auth), "scenario"
+            lambda: client.get(f"{base}/v1/jobs/{job_id}", params=params, headers=auth), "scenario"
         )
         body = body_of(response)
         job = body.get("job") if isinstance(body, dict) else None

@@ -67,10 +67,9 @@ class Jobs:
 
     async def in_flight(self, provider: str) -> int:
         """Jobs of a provider that it is working on now, or that are being submitted to it."""
+        # kept by triggers in the same transactions, over at most 16 slots (migration 008)
         cur = await self._conn.execute(
-            "SELECT count(*) AS n FROM jobs WHERE provider = %s AND (status IN ('queued',"
-            " 'processing') OR (status = 'submitting' AND deferred = 0))",
-            (provider,),
+            "SELECT coalesce(sum(n), 0) AS n FROM in_flight WHERE provider = %s", (provider,)
         )
         row = await cur.fetchone()
         return int(row["n"]) if row else 0
@@ -87,12 +86,14 @@ class Jobs:
         now: float,
         lease_until: float,
         owner: str | None,
-    ) -> None:
-        """Insert a job as `submitting`, its due time (and `owner`'s lease) at `lease_until`."""
-        await self._run(
+    ) -> int:
+        """Insert a job as `submitting`, its due time (and `owner`'s lease) at `lease_until`;
+        returns its seq."""
+        cur = await self._conn.execute(
             "INSERT INTO jobs (id, model, provider, status, input, metadata, webhook,"
             " webhook_events, created_at, updated_at, next_poll_at, lease_owner, lease_expires_at)"
-            " VALUES (%s, %s, %s, 'submitting', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " VALUES (%s, %s, %s, 'submitting', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING seq",
             (
                 job_id,
                 model,
@@ -108,6 +109,9 @@ class Jobs:
                 lease_until if owner is not None else None,
             ),
         )
+        row = await cur.fetchone()
+        assert row is not None  # noqa: S101 - RETURNING of an INSERT
+        return int(row["seq"])
 
     async def defer(self, job_id: str, due: float) -> None:
         """Hold a job back, unleased, until `due`."""

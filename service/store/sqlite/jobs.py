@@ -40,10 +40,9 @@ class Jobs:
 
     async def in_flight(self, provider: str) -> int:
         """Jobs of a provider that it is working on now, or that are being submitted to it."""
+        # kept by triggers in the same transactions (migration 008): one row, not a count
         row = self._conn.execute(
-            "SELECT count(*) FROM jobs WHERE provider = ? AND (status IN ('queued', 'processing')"
-            " OR (status = 'submitting' AND deferred = 0))",
-            (provider,),
+            "SELECT n FROM in_flight WHERE provider = ?", (provider,)
         ).fetchone()
         return int(row[0]) if row else 0
 
@@ -59,12 +58,13 @@ class Jobs:
         now: float,
         lease_until: float,
         owner: str | None,
-    ) -> None:
-        """Insert a job as `submitting`, its due time (and `owner`'s lease) at `lease_until`."""
-        self._conn.execute(
+    ) -> int:
+        """Insert a job as `submitting`, its due time (and `owner`'s lease) at `lease_until`;
+        returns its seq."""
+        row = self._conn.execute(
             "INSERT INTO jobs (id, model, provider, status, input, metadata, webhook,"
             " webhook_events, created_at, updated_at, next_poll_at, lease_owner, lease_expires_at)"
-            " VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
             (
                 job_id,
                 model,
@@ -79,7 +79,8 @@ class Jobs:
                 owner,
                 lease_until if owner is not None else None,
             ),
-        )
+        ).fetchone()
+        return int(row[0])
 
     async def defer(self, job_id: str, due: float) -> None:
         """Hold a job back, unleased, until `due`."""
