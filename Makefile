@@ -42,8 +42,8 @@ test-packages:
 # multi-process tests already run on it in the first pass).
 PG_FLOWS := tests/integration/test_callbacks.py \
 	tests/integration/test_pixazo_flow.py tests/integration/test_scenario_flow.py \
-	tests/integration/test_delivery.py tests/integration/test_subscriptions.py \
-	tests/integration/test_pacing.py tests/integration/test_poll_schedule.py
+	tests/integration/test_delivery.py tests/integration/test_pacing.py \
+	tests/integration/test_handoff.py tests/integration/test_poll_schedule.py
 
 pytest: $(STAMP) test-packages
 	RELAY_REQUIRE_POSTGRES=1 $(BIN)/pytest
