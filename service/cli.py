@@ -118,6 +118,7 @@ def _serve(host: str, port: int, log_level: str) -> int:
     import uvicorn
 
     from service import app, config, httpserver, logs
+    from service.store import redacted
 
     try:
         settings = config.load()
@@ -128,14 +129,14 @@ def _serve(host: str, port: int, log_level: str) -> int:
     # Checked before uvicorn starts: a failed lifespan would print a traceback, not a reason.
     reason = _check_database(settings.database)
     if reason is not None:
-        from service.store import redacted
-
         where = redacted(settings.database)
         print(f"upscale-relay: cannot use the database {where}: {reason}", file=sys.stderr)
         return 1
-    logs.configure(log_level)
+    logs.configure(log_level, settings.log_format)
+    log = logging.getLogger("service")
+    log.info(logs.startup_line(settings, redacted(settings.database), host, port))
     if warning:
-        logging.getLogger("service").warning(warning)
+        log.warning(warning)
     application = app.create_app(settings)
 
     class Server(uvicorn.Server):

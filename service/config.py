@@ -50,6 +50,8 @@ class Settings:
     metrics_token: Secret | None = None
     # SIGTERM: how long in-flight polls and deliveries may take to finish before release
     shutdown_grace: float = 10.0
+    # `serve`'s log lines: "text" (timestamped lines) or "json" (one object per line)
+    log_format: str = "text"
     # Not in the public table: tuning knobs with sensible defaults.
     poll_concurrency: int = 32
     max_in_flight: int = 10000
@@ -125,6 +127,10 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
     public_url = text("RELAY_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
     if not public_url.startswith(("http://", "https://")):
         problems.append(f"RELAY_PUBLIC_URL must start with http:// or https://, got {public_url!r}")
+    log_format = text("RELAY_LOG_FORMAT", "text").lower()
+    if log_format not in ("text", "json"):
+        problems.append(f"RELAY_LOG_FORMAT must be text or json, got {log_format!r}")
+        log_format = "text"
     d = Settings()
     settings = Settings(
         database=text("RELAY_DATABASE", d.database),
@@ -151,6 +157,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
         max_in_flight=int(number("RELAY_MAX_IN_FLIGHT", d.max_in_flight, 1)),
         metrics_token=secret("RELAY_METRICS_TOKEN"),
         shutdown_grace=number("RELAY_SHUTDOWN_GRACE", d.shutdown_grace),
+        log_format=log_format,
         header_timeout=number("RELAY_HEADER_TIMEOUT", d.header_timeout, 0.1),
         max_header_bytes=int(number("RELAY_MAX_HEADER_BYTES", d.max_header_bytes, 1024)),
     )
