@@ -1,8 +1,9 @@
-"""A full run of the real service at DEBUG: no secret ever reaches its log."""
+"""A full run of the real service at DEBUG, as text and as JSON: no secret reaches its log."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from service.sim.pixazo import PixazoSim
 from service.sim.scenario import SIGNATURE, ScenarioSim
 from service.sim.server import serve
 from service.sim.subscriber import Subscriber
-from tests.e2e.harness import TERMINAL, service
+from tests.e2e.harness import TERMINAL, pg_service, service
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +50,8 @@ async def _settled(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]
         await asyncio.sleep(0.1)
 
 
-async def test_no_secret_reaches_the_log_at_debug_level(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_no_secret_reaches_the_log_at_debug_level(tmp_path: Path, log_format: str) -> None:
     pixazo = PixazoSim(api_key=PIXAZO_KEY, queue_seconds=0.05, process_seconds=0.1)
     scenario = ScenarioSim(
         api_key=SCENARIO_KEY, api_secret=SCENARIO_SECRET, queue_seconds=0.05, process_seconds=0.1
@@ -89,6 +91,7 @@ async def test_no_secret_reaches_the_log_at_debug_level(tmp_path: Path) -> None:
                 SCENARIO_API_SECRET=SCENARIO_SECRET,
                 SCENARIO_BASE_URL=scenario_url,
                 RELAY_RETRY_SCHEDULE="0,0.1",
+                RELAY_LOG_FORMAT=log_format,
             ) as svc:
                 await svc.start()
                 auth = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -99,6 +102,15 @@ async def test_no_secret_reaches_the_log_at_debug_level(tmp_path: Path) -> None:
         await scenario.aclose()
 
     text = log_path.read_text("utf-8", "replace")
+    if log_format == "json":
+        entries = [json.loads(line) for line in text.splitlines()]  # every line is one object
+        assert all({"ts", "level", "logger", "message"} <= set(e) for e in entries)
+        loggers = {e["logger"] for e in entries}
+        assert {"uvicorn.access", "uvicorn.error", "service.outbound"} <= loggers, loggers
+        # the access log's own fields; a provider call's line carries the job id
+        assert any(e.get("method") == "POST" and e.get("path") == "/v1/jobs" for e in entries)
+        assert any(e["logger"] == "service.outbound" and "job=" in e["message"] for e in entries)
+    assert "providers pixazo, scenario," in text  # the start-up line
     assert "POST /v1/jobs" in text  # the access log was on: the run really logged
     assert "/hooks/pixazo/" in text  # and saw the callbacks, without their tokens
     assert callback_urls and all(callback_urls)
@@ -162,3 +174,27 @@ async def _run(
     assert any(d["status"] == "failed" for d in deliveries)
     assert any(d["status"] == "succeeded" for d in deliveries)
     return secrets
+
+
+async def test_the_start_up_line_names_a_postgresql_database_without_its_password(
+    pg_url: str, tmp_path: Path
+) -> None:
+    password = pg_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    assert password
+    log_path = tmp_path / "relay.log"
+    with log_path.open("wb") as log:
+        async with pg_service(
+            pg_url, log_level="info", log=log, RELAY_LOG_FORMAT="json", PIXAZO_API_KEY=PIXAZO_KEY
+        ) as svc:
+            await svc.start()
+            await svc.terminate()
+    text = log_path.read_text("utf-8")
+    entries = [json.loads(line) for line in text.splitlines()]
+    starts = [e for e in entries if str(e["message"]).startswith("upscale-relay starting")]
+    assert len(starts) == 1, entries
+    line = str(starts[0]["message"])
+    assert f"public URL {svc.url}," in line
+    assert "providers pixazo," in line
+    assert f"listening on http://127.0.0.1:{svc.port}" in line
+    assert ":***@127.0.0.1:" in line
+    assert password not in text and PIXAZO_KEY not in text
