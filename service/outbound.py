@@ -186,6 +186,15 @@ def describe(
     return line
 
 
+def fields(status: int | None, ms: float, ids: Ids | None) -> dict[str, Any]:
+    """The same line's facts as structured fields (RELAY_LOG_FORMAT=json writes them out)."""
+    out: dict[str, Any] = {"status": status, "latency_ms": round(ms, 1)}
+    for key, value in (ids or {}).items():
+        if value:
+            out[f"{key}_id"] = value
+    return out
+
+
 def basic_auth(user: str, password: str) -> dict[str, str]:
     """The Authorization header of HTTP Basic authentication."""
     token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
@@ -357,14 +366,15 @@ class Client:
                 shown = error or exc
                 reason = f"{type(shown).__name__}: {shown}" if error else type(exc).__name__
                 ms = (time.perf_counter() - started) * 1000
-                log.info(describe(method, url, None, reason, ms, ids))
+                log.info(describe(method, url, None, reason, ms, ids), extra=fields(None, ms, ids))
             if error is not None:
                 raise error from None
             raise
         level = logging.DEBUG if response.status < 400 else logging.INFO
         if log.isEnabledFor(level):
             ms = (time.perf_counter() - started) * 1000
-            log.log(level, describe(method, url, response.status, None, ms, ids))
+            line = describe(method, url, response.status, None, ms, ids)
+            log.log(level, line, extra=fields(response.status, ms, ids))
         return response
 
     async def request(

@@ -201,6 +201,10 @@ async def test_requests_are_logged_without_path_or_query_and_libraries_are_silen
     assert lines[0].levelno == logging.DEBUG
     assert "failed (ConnectError: Cannot connect to host 127.0.0.1:" in lines[1].getMessage()
     assert lines[1].levelno == logging.INFO
+    # the same facts as fields, for RELAY_LOG_FORMAT=json
+    assert lines[0].job_id == "job_1" and lines[0].status == 200  # type: ignore[attr-defined]
+    assert isinstance(lines[0].latency_ms, float)  # type: ignore[attr-defined]
+    assert lines[1].status is None and not hasattr(lines[1], "job_id")  # type: ignore[attr-defined]
     assert not [r for r in caplog.records if r.name.startswith(("httpx", "aiohttp"))]
     text = caplog.text
     for secret_part in ("services", "xxxxsecretxxxx", "sekrit", "/hook"):
