@@ -5,9 +5,11 @@ room. On both engines; clocks are passed in."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
-from service import confirm, ledger, owners
+from service import config, confirm, ledger, owners
 from service.jobs import CallbackReport, Report, Status
+from service.poller import Poller
 from service.store import Job, Store, Tx
 
 NOW = 1_800_000_000.0
@@ -139,3 +141,68 @@ async def test_without_a_poller_offering_nothing_is_leased(store: Store) -> None
     await running_job(store, "job_f")
     assert await callback(store, "job_f") == "confirm"
     assert await claimable(store, NOW) == {"job_f": NOW}
+
+
+class Gate:
+    """A provider whose status answers wait for the test to open the gate (its polls counted)."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.polled: list[str] = []
+        self.now = 0
+        self.most = 0
+
+    async def fetch_status(self, job: Job) -> Report:
+        self.polled.append(job.id)
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await self.open.wait()
+        finally:
+            self.now -= 1
+        return Report(Status.PROCESSING, "PROCESSING", provider_job_id=job.provider_job_id)
+
+
+async def offering(tx: Tx) -> bool:
+    """Whether a poller of this process has offered its hand-off."""
+    return confirm.HANDOFF in tx.memo
+
+
+async def test_the_poller_takes_no_more_than_its_free_slots(store: Store) -> None:
+    for n in range(4):
+        await running_job(store, f"job_{n}")
+    await store.write(lambda tx: owners.register(tx, OWNER, "relay-host", 101, NOW))
+    gate = Gate()
+    settings = dataclasses.replace(config.load({}, env_file=None), poll_concurrency=1)
+    poller = Poller(store, {"pixazo": gate}, settings, lambda: NOW, OWNER)  # type: ignore[dict-item]
+    loop = asyncio.create_task(poller.run_forever())  # its first claim offers the hand-off
+    try:
+        async with asyncio.timeout(5):
+            while not await store.write(offering):
+                await asyncio.sleep(0.01)
+            assert await callback(store, "job_0") == "confirm"
+            while not gate.polled:
+                await asyncio.sleep(0.01)
+            # its one slot is busy: the next confirmation is left to the claim, unleased
+            assert await callback(store, "job_1") == "confirm"
+            assert await claimable(store, NOW) == {"job_1": NOW}
+            # units side by side may each see the slot free (one SQLite batch): the poller
+            # still polls one at a time, the others waiting for the slot (or for the claim)
+            gate.open.set()
+            while gate.now or any(poller._running.values()):
+                await asyncio.sleep(0.01)
+            gate.open.clear()
+            outcomes = await asyncio.gather(callback(store, "job_2"), callback(store, "job_3"))
+            assert outcomes == ["confirm", "confirm"]
+            left = set(await claimable(store, NOW))
+            gate.open.set()
+            while len(set(gate.polled) | left | {"job_1"}) < 4:
+                await asyncio.sleep(0.01)
+    finally:
+        poller.stop_claiming()
+        await poller.drain(asyncio.get_running_loop().time() + 1)
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    assert gate.most == 1
+    # every confirmation polled once, by this poller or by the claim; never two at once
+    assert sorted(gate.polled + sorted(left)) == ["job_0", "job_2", "job_3"]
