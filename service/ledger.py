@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from service import jobs, owners
+from service import confirm, jobs, owners
 from service.jobs import CallbackReport, Report, Status
 from service.outbox import append_event
 from service.store import Event, Idempotent, Job, Tx
@@ -368,6 +368,10 @@ async def record_callback(
         return done, job  # claimed already: a flood of variants must not force more polls
     if status.terminal:
         # The URL is a bearer secret: a terminal report is confirmed with the provider first.
+        # Due now: leased to this process's poller in this transaction if it has room, and
+        # polled once this commits, without a claim transaction of its own.
+        if job.provider_job_id and await confirm.confirm_now(tx, job_id, status, now):
+            return "confirm", job
         await tx.jobs.claim(job_id, status, now if job.provider_job_id else job.next_poll_at)
         if job.provider_job_id:
             tx.notify("poll")

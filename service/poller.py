@@ -8,7 +8,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 
-from service import jobs, ledger, retry
+from service import confirm, jobs, ledger, retry
 from service.config import Settings
 from service.jobs import Report, Status
 from service.providers.base import Provider, ProviderError
@@ -107,6 +107,11 @@ class Poller:
         self._quiet: list[tuple[float, str, str]] = []
         self._claiming = True
         self.stats = Lateness()
+        # Confirmation polls come leased in the callback's transaction, once the loop runs;
+        # those handed over while every slot is busy wait here for one (same cap).
+        self._handoff = confirm.PollHandoff(owner, self._lease, self._open, self.hand_off)
+        self._offering = False
+        self._handed: dict[str, list[Job]] = {p: [] for p in providers}
 
     def _schedule(self, job: Job, now: float, retry_after: float | None = None) -> float:
         delay = retry.backoff(
@@ -206,7 +211,11 @@ class Poller:
         owner, lease = self._owner, self._lease
         late: list[float] = []
 
+        handoff = self._handoff if self._offering else None
+
         async def unit(tx: Tx) -> tuple[list[Job], float | None]:
+            if handoff is not None:
+                tx.memo[confirm.HANDOFF] = handoff  # callbacks in this process find it here
             claimed = await ledger.claim_due(tx, provider, now, limit, owner, lease, late)
             return claimed, await ledger.next_due(tx, provider)
 
@@ -240,10 +249,32 @@ class Poller:
         def done(t: asyncio.Task[None]) -> None:
             running.discard(t)
             self._slot_freed.set()
+            handed = self._handed[name]
+            if handed and self._claiming:
+                self._start(name, provider, handed.pop(0))
             if not t.cancelled() and t.exception() is not None:
                 log.error("poll task failed", exc_info=t.exception())
 
         task.add_done_callback(done)
+
+    def _open(self) -> list[str]:
+        """The providers whose poll slots take a confirmation poll now (none while draining)."""
+        if not (self._offering and self._claiming):
+            return []
+        cap = self._settings.poll_concurrency
+        return [p for p, run in self._running.items() if len(run) + len(self._handed[p]) < cap]
+
+    def hand_off(self, job: Job, due: float) -> None:
+        """Poll a job leased to this poller by a committed unit (after-commit: no await);
+        `due` is when it fell due. With every slot busy, it waits for the next free one."""
+        provider = self._providers.get(job.provider)
+        if not self._claiming or provider is None:
+            return  # a drain has begun: the lease is released with the others at its end
+        self.stats.observe(self._clock() - due)
+        if len(self._running[job.provider]) < self._settings.poll_concurrency:
+            self._start(job.provider, provider, job)
+        else:
+            self._handed[job.provider].append(job)
 
     async def flush(self) -> None:
         """Write the schedules of unchanged polls gathered since the last flush."""
@@ -274,6 +305,7 @@ class Poller:
         """Keep every provider's poll slots busy with due jobs; sleep until the next one is due,
         a slot frees up, or new work is committed (a callback, a submission). Returns once
         `stop_claiming` is called, leaving the polls under way to `drain`."""
+        self._offering = True
         try:
             while self._claiming:
                 self._wake.clear()
@@ -326,6 +358,8 @@ class Poller:
         return len(late)
 
     async def _abandon(self) -> None:
+        for handed in self._handed.values():
+            handed.clear()  # leased to this process: released by the drain, or taken over
         for running in self._running.values():
             for task in list(running):
                 task.cancel()

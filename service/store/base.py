@@ -122,6 +122,19 @@ class JobsRepo(Protocol):
     async def claim(self, job_id: str, status: Status, due: float | None) -> None:
         """A callback claims `status`: confirmed by a poll due at `due`, from the first attempt."""
 
+    async def claim_leased(
+        self,
+        job_id: str,
+        status: Status,
+        now: float,
+        owner: str,
+        until: float,
+        providers: Sequence[str],
+    ) -> Job | None:
+        """A callback claims `status`, its confirmation poll (due at `now`) leased at once to
+        `owner` until `until`, as `claim_due` leases it; only if the job's provider is one of
+        `providers`. The job as leased, or None (nothing changed)."""
+
     async def note_claim(self, job_id: str, status: Status) -> None:
         """A callback claims `status`, the schedule unchanged."""
 

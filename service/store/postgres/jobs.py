@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -259,6 +259,28 @@ class Jobs:
             " WHERE id = %s",
             (str(status), due, job_id),
         )
+
+    async def claim_leased(
+        self,
+        job_id: str,
+        status: Status,
+        now: float,
+        owner: str,
+        until: float,
+        providers: Sequence[str],
+    ) -> Job | None:
+        """A callback claims `status`, its confirmation poll (due at `now`) leased at once to
+        `owner` until `until`, as `claim_due` leases it; only if the job's provider is one of
+        `providers`. The job as leased, or None (nothing changed)."""
+        # claimed_due is the due time a claim would have found: the lateness metric counts it
+        cur = await self._conn.execute(
+            "UPDATE jobs SET callback_status = %s, poll_attempt = 0, claimed_due = %s,"  # noqa: S608
+            " next_poll_at = %s, lease_owner = %s, lease_expires_at = %s"
+            f" WHERE id = %s AND provider = ANY(%s) RETURNING {JOB_COLUMNS}",
+            (str(status), now, until, owner, until, job_id, list(providers)),
+        )
+        row = await cur.fetchone()
+        return None if row is None else Job.from_row(row)
 
     async def note_claim(self, job_id: str, status: Status) -> None:
         """A callback claims `status`, the schedule unchanged."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from service.jobs import Status
@@ -203,6 +203,28 @@ class Jobs:
             "UPDATE jobs SET callback_status = ?, next_poll_at = ?, poll_attempt = 0 WHERE id = ?",
             (str(status), due, job_id),
         )
+
+    async def claim_leased(
+        self,
+        job_id: str,
+        status: Status,
+        now: float,
+        owner: str,
+        until: float,
+        providers: Sequence[str],
+    ) -> Job | None:
+        """A callback claims `status`, its confirmation poll (due at `now`) leased at once to
+        `owner` until `until`, as `claim_due` leases it; only if the job's provider is one of
+        `providers`. The job as leased, or None (nothing changed)."""
+        # claimed_due is the due time a claim would have found: the lateness metric counts it
+        marks = ", ".join("?" * len(providers))
+        row = self._conn.execute(
+            "UPDATE jobs SET callback_status = ?, poll_attempt = 0, claimed_due = ?,"  # noqa: S608
+            " next_poll_at = ?, lease_owner = ?, lease_expires_at = ?"
+            f" WHERE id = ? AND provider IN ({marks}) RETURNING {JOB_COLUMNS}",
+            (str(status), now, until, owner, until, job_id, *providers),
+        ).fetchone()
+        return None if row is None else Job.from_row(row)
 
     async def note_claim(self, job_id: str, status: Status) -> None:
         """A callback claims `status`, the schedule unchanged."""
