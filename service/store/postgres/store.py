@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, errors
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -35,6 +36,7 @@ PROBE_BYTES = 65536
 # it read before it wrote, and on the rerun it reads what the other transaction committed
 _RERUN = (errors.DeadlockDetected, errors.SerializationFailure, errors.UniqueViolation)
 _RERUNS = 5
+_OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -83,6 +85,27 @@ def storage_error(exc: BaseException) -> StorageUnavailable | None:
     return None
 
 
+async def _in_transaction(conn: Conn, tx: PgTx, fn: Unit[T]) -> T:
+    """Run `fn` between BEGIN and COMMIT; the wake-ups and the COMMIT go in one round trip."""
+    try:
+        await conn.execute(b"BEGIN")
+        result = await fn(tx)
+        async with conn.pipeline():
+            if tx.channels:
+                # delivered to every listener when (and only if) this commits
+                await conn.execute(
+                    "SELECT pg_notify(%s, c) FROM unnest(%s::text[]) AS c",
+                    (CHANNEL, sorted(tx.channels)),
+                )
+            await conn.execute(b"COMMIT")
+    except BaseException:
+        if conn.info.transaction_status in _OPEN:
+            with contextlib.suppress(Exception):  # a broken connection: the pool drops it
+                await conn.rollback()
+        raise
+    return result
+
+
 class PostgresStore:
     """A PostgreSQL database: units of work on pooled connections, reads beside them."""
 
@@ -107,6 +130,13 @@ class PostgresStore:
                 url, autocommit=True, connect_timeout=max(1, round(lock_wait))
             ) as conn:
                 await _migrate(conn)
+                # the subscriptions version row exists before any unit reads it: an append
+                # reads it FOR SHARE (Events.append), which finds a row changed while it
+                # waited on the event lock but not one inserted then
+                await conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('subscriptions_version', '0')"
+                    " ON CONFLICT DO NOTHING"
+                )
             pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
                 url,
                 min_size=1,
@@ -172,12 +202,9 @@ class PostgresStore:
         for attempt in range(_RERUNS):
             tx: PgTx | None = None
             try:
-                async with self._pool.connection() as conn, conn.transaction():
+                async with self._pool.connection() as conn:
                     tx = PgTx(conn, self._memo)
-                    result = await fn(tx)
-                    for channel in sorted(tx.channels):
-                        # delivered to every listener when (and only if) this commits
-                        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, channel))
+                    result = await _in_transaction(conn, tx, fn)
             except _RERUN:
                 if attempt == _RERUNS - 1:
                     raise
