@@ -58,7 +58,7 @@ async def test_a_callback_with_a_delivery_takes_few_round_trips(pg: Store) -> No
         async def unit(tx: Tx) -> Any:
             assert isinstance(tx, PgTx)
             pgconn = tx.conn.pgconn
-            pgconn.trace(out.fileno())  # from here through the COMMIT and its NOTIFY
+            pgconn.trace(out.fileno())  # from the BEGIN (not sent yet) through the COMMIT
             tx.after_commit(pgconn.untrace)
             return await ledger.record_callback(tx, "job_rt", "{}", heard, "d1", NOW + 1)
 
@@ -67,8 +67,10 @@ async def test_a_callback_with_a_delivery_takes_few_round_trips(pg: Store) -> No
         trace = out.read()
     assert outcome == "applied"
     assert len(await pg.list_deliveries(job_id="job_rt")) == 1
-    # UPDATE of the job, the event (its order lock and the subscriptions version inside),
-    # the delivery, NOTIFY with COMMIT: it was 8 (lock, version and each NOTIFY apart)
+    # BEGIN with the UPDATE of the job, the event (its order lock and the subscriptions
+    # version inside), the delivery, NOTIFY with COMMIT: it was 9 (BEGIN, the lock, the
+    # version and each NOTIFY apart)
+    assert "BEGIN" in trace and "COMMIT" in trace
     assert _round_trips(trace) <= 4, trace
 
 
@@ -100,6 +102,31 @@ async def test_the_version_an_append_reads_is_the_newest_once_the_event_lock_is_
     seen = await waiting
     assert seen != before
     assert seen == await pg.write(lambda tx: tx.subscriptions.version())
+
+
+async def test_a_unit_that_runs_no_statement_commits_its_wake_ups(pg: Store) -> None:
+    waiter = pg.waiter("poll")
+    waiter.clear()
+
+    async def unit(tx: Tx) -> int:
+        tx.notify("poll")
+        return 7
+
+    assert await pg.write(unit) == 7
+    assert waiter.is_set()
+    assert await pg.write(lambda tx: tx.subscriptions.version()) == "0"  # the next unit runs
+
+
+async def test_a_failed_first_statement_leaves_no_transaction_open(pg: Store) -> None:
+    async def broken(tx: Tx) -> None:
+        assert isinstance(tx, PgTx)
+        await tx.conn.execute("SELECT * FROM no_such_table")
+
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        await pg.write(broken)
+    for _ in range(3):  # every pooled connection is usable, each unit in its own transaction
+        await _queued(pg, f"job_after_{_}")
+    assert (await pg.counts()).jobs
 
 
 async def test_a_bump_in_the_unit_is_read_back_after_an_append(pg: Store) -> None:

@@ -19,7 +19,7 @@ from service.errors import StorageUnavailable
 from service.store.base import Unit, run_hooks
 from service.store.codec import redacted
 from service.store.model import Idempotent, Job, _idem
-from service.store.postgres.jobs import Conn
+from service.store.postgres.conn import RelayConn, RelayCursor
 from service.store.postgres.tx import PgTx
 from service.store.records import Counts, Delivery, DeliveryLog, Event, LoggedAttempt, Subscription
 
@@ -85,11 +85,14 @@ def storage_error(exc: BaseException) -> StorageUnavailable | None:
     return None
 
 
-async def _in_transaction(conn: Conn, tx: PgTx, fn: Unit[T]) -> T:
-    """Run `fn` between BEGIN and COMMIT; the wake-ups and the COMMIT go in one round trip."""
+async def _in_transaction(conn: RelayConn, tx: PgTx, fn: Unit[T]) -> T:
+    """Run `fn` in a transaction: its BEGIN goes with its first statement (RelayCursor), its
+    wake-ups with its COMMIT, each pair in one round trip."""
+    conn.begin_pending = True
     try:
-        await conn.execute(b"BEGIN")
         result = await fn(tx)
+        began = not conn.begin_pending  # a unit that ran no statement has nothing to commit
+        conn.begin_pending = False
         async with conn.pipeline():
             if tx.channels:
                 # delivered to every listener when (and only if) this commits
@@ -97,8 +100,10 @@ async def _in_transaction(conn: Conn, tx: PgTx, fn: Unit[T]) -> T:
                     "SELECT pg_notify(%s, c) FROM unnest(%s::text[]) AS c",
                     (CHANNEL, sorted(tx.channels)),
                 )
-            await conn.execute(b"COMMIT")
+            if began:
+                await conn.execute(b"COMMIT")
     except BaseException:
+        conn.begin_pending = False
         if conn.info.transaction_status in _OPEN:
             with contextlib.suppress(Exception):  # a broken connection: the pool drops it
                 await conn.rollback()
@@ -109,7 +114,7 @@ async def _in_transaction(conn: Conn, tx: PgTx, fn: Unit[T]) -> T:
 class PostgresStore:
     """A PostgreSQL database: units of work on pooled connections, reads beside them."""
 
-    def __init__(self, pool: AsyncConnectionPool[Conn], url: str) -> None:
+    def __init__(self, pool: AsyncConnectionPool[RelayConn], url: str) -> None:
         self._pool = pool
         self._url = url
         self._memo: dict[str, Any] = {}
@@ -137,12 +142,17 @@ class PostgresStore:
                     "INSERT INTO meta (key, value) VALUES ('subscriptions_version', '0')"
                     " ON CONFLICT DO NOTHING"
                 )
-            pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            pool: AsyncConnectionPool[RelayConn] = AsyncConnectionPool(
                 url,
+                connection_class=RelayConn,
                 min_size=1,
                 max_size=pool_size,
                 timeout=lock_wait,
-                kwargs={"autocommit": True, "row_factory": dict_row},
+                kwargs={
+                    "autocommit": True,
+                    "row_factory": dict_row,
+                    "cursor_factory": RelayCursor,
+                },
                 open=False,
                 name="relay",
             )
