@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from service.store.codec import dumps
 from service.store.postgres.jobs import Conn
@@ -26,6 +26,14 @@ _SETTABLE = frozenset(
         "failing_since",
     }
 )
+
+
+class Versioned(Protocol):
+    """The unit that holds the subscriptions version its last event append read."""
+
+    version: str | None
+
+
 # pg_advisory_xact_lock key of the delivery claim ('rlyd'): see Deliveries.claim
 CLAIM_LOCK = 0x726C7964
 
@@ -33,19 +41,24 @@ CLAIM_LOCK = 0x726C7964
 class Subscriptions:
     """The subscriptions rows (and the service-wide secret) as one unit of work sees them."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_tx")
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, tx: Versioned | None = None) -> None:
         self._conn = conn
+        self._tx = tx
 
     async def version(self) -> str:
         """A value that changes whenever any subscription does."""
+        if self._tx is not None and self._tx.version is not None:
+            return self._tx.version  # read by this unit's last event append, behind its lock
         cur = await self._conn.execute("SELECT value FROM meta WHERE key = %s", (_VERSION_KEY,))
         row = await cur.fetchone()
         return str(row["value"]) if row else "0"
 
     async def bump(self) -> None:
         """Move the version on: every process's cached list is stale."""
+        if self._tx is not None:
+            self._tx.version = None
         await self._conn.execute(
             "INSERT INTO meta (key, value) VALUES (%s, '1') ON CONFLICT (key)"
             " DO UPDATE SET value = (meta.value::bigint + 1)::text",

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, errors
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -18,7 +19,7 @@ from service.errors import StorageUnavailable
 from service.store.base import Unit, run_hooks
 from service.store.codec import redacted
 from service.store.model import Idempotent, Job, _idem
-from service.store.postgres.jobs import Conn
+from service.store.postgres.conn import RelayConn, RelayCursor
 from service.store.postgres.tx import PgTx
 from service.store.records import Counts, Delivery, DeliveryLog, Event, LoggedAttempt, Subscription
 
@@ -35,6 +36,7 @@ PROBE_BYTES = 65536
 # it read before it wrote, and on the rerun it reads what the other transaction committed
 _RERUN = (errors.DeadlockDetected, errors.SerializationFailure, errors.UniqueViolation)
 _RERUNS = 5
+_OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -83,10 +85,36 @@ def storage_error(exc: BaseException) -> StorageUnavailable | None:
     return None
 
 
+async def _in_transaction(conn: RelayConn, tx: PgTx, fn: Unit[T]) -> T:
+    """Run `fn` in a transaction: its BEGIN goes with its first statement (RelayCursor), its
+    wake-ups with its COMMIT, each pair in one round trip."""
+    conn.begin_pending = True
+    try:
+        result = await fn(tx)
+        began = not conn.begin_pending  # a unit that ran no statement has nothing to commit
+        conn.begin_pending = False
+        async with conn.pipeline():
+            if tx.channels:
+                # delivered to every listener when (and only if) this commits
+                await conn.execute(
+                    "SELECT pg_notify(%s, c) FROM unnest(%s::text[]) AS c",
+                    (CHANNEL, sorted(tx.channels)),
+                )
+            if began:
+                await conn.execute(b"COMMIT")
+    except BaseException:
+        conn.begin_pending = False
+        if conn.info.transaction_status in _OPEN:
+            with contextlib.suppress(Exception):  # a broken connection: the pool drops it
+                await conn.rollback()
+        raise
+    return result
+
+
 class PostgresStore:
     """A PostgreSQL database: units of work on pooled connections, reads beside them."""
 
-    def __init__(self, pool: AsyncConnectionPool[Conn], url: str) -> None:
+    def __init__(self, pool: AsyncConnectionPool[RelayConn], url: str) -> None:
         self._pool = pool
         self._url = url
         self._memo: dict[str, Any] = {}
@@ -107,12 +135,24 @@ class PostgresStore:
                 url, autocommit=True, connect_timeout=max(1, round(lock_wait))
             ) as conn:
                 await _migrate(conn)
-            pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+                # the subscriptions version row exists before any unit reads it: an append
+                # reads it FOR SHARE (Events.append), which finds a row changed while it
+                # waited on the event lock but not one inserted then
+                await conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('subscriptions_version', '0')"
+                    " ON CONFLICT DO NOTHING"
+                )
+            pool: AsyncConnectionPool[RelayConn] = AsyncConnectionPool(
                 url,
+                connection_class=RelayConn,
                 min_size=1,
                 max_size=pool_size,
                 timeout=lock_wait,
-                kwargs={"autocommit": True, "row_factory": dict_row},
+                kwargs={
+                    "autocommit": True,
+                    "row_factory": dict_row,
+                    "cursor_factory": RelayCursor,
+                },
                 open=False,
                 name="relay",
             )
@@ -172,12 +212,9 @@ class PostgresStore:
         for attempt in range(_RERUNS):
             tx: PgTx | None = None
             try:
-                async with self._pool.connection() as conn, conn.transaction():
+                async with self._pool.connection() as conn:
                     tx = PgTx(conn, self._memo)
-                    result = await fn(tx)
-                    for channel in sorted(tx.channels):
-                        # delivered to every listener when (and only if) this commits
-                        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, channel))
+                    result = await _in_transaction(conn, tx, fn)
             except _RERUN:
                 if attempt == _RERUNS - 1:
                     raise

@@ -14,6 +14,22 @@ from service.store.records import Event
 # pg_advisory_xact_lock key that orders event ids ('rlye'): see Events.append
 EVENT_LOCK = 0x726C7965
 
+# The subscriptions version as of now, not as of the statement's snapshot (taken before the
+# event lock was granted): FOR SHARE reads the newest committed row and holds a change back
+# until this unit commits, so versions are read in event-id order, as after a separate
+# statement behind the lock, and a subscription sees every event after the first it gets.
+_VERSION = "(SELECT value FROM meta WHERE key = 'subscriptions_version' FOR SHARE) AS version"
+_COLUMNS = "INSERT INTO events (job_id, type, source, created_at, data, dedupe)"
+# the event-order lock is held already: the insert alone
+_APPEND = (
+    f"{_COLUMNS} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id, {_VERSION}"
+)
+_APPEND_ORDERED = (
+    "WITH ordered AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s))"  # noqa: S608 - fixed
+    f" {_COLUMNS} SELECT %s, %s, %s, %s, %s, %s FROM ordered"
+    f" ON CONFLICT DO NOTHING RETURNING id, {_VERSION}"
+)
+
 
 class Events:
     """The event log as one unit of work sees it: appended to, never changed."""
@@ -37,18 +53,21 @@ class Events:
         # GET /v1/events?after=N must never skip an event. Ids come from a sequence at insert
         # time, so with concurrent writers id 101 could commit before id 100 and a follower
         # that read 101 would never see 100. Taking this lock before the insert and holding it
-        # to the commit makes event-writing transactions commit in id order.
-        if not self._tx.ordered:
-            await self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
+        # to the commit makes event-writing transactions commit in id order. The lock is taken
+        # in the insert's own statement (one round trip): the materialized CTE is scanned before
+        # the row is projected, so the id is drawn only once the lock is held.
+        values = (job_id, type_, source, now, dumps(data), dedupe)
+        if self._tx.ordered:
+            cur = await self._conn.execute(_APPEND, values)
+        else:
+            cur = await self._conn.execute(_APPEND_ORDERED, (EVENT_LOCK, *values))
             self._tx.ordered = True
-        cur = await self._conn.execute(
-            "INSERT INTO events (job_id, type, source, created_at, data, dedupe)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
-            (job_id, type_, source, now, dumps(data), dedupe),
-        )
         row = await cur.fetchone()
         if row is None:
             return None
+        # the subscriptions version the fan-out reads next, read by the same statement (see
+        # _VERSION): Subscriptions.version() in this unit answers it without a round trip
+        self._tx.version = str(row["version"]) if row["version"] is not None else "0"
         return Event(int(row["id"]), job_id, type_, source, now, data)
 
     async def exists(self, job_id: str, dedupe: str) -> bool:
@@ -69,13 +88,16 @@ class Events:
 class PgTx:
     """A unit in its own transaction; its wake-ups go out as NOTIFY when it commits."""
 
-    __slots__ = ("channels", "conn", "hooks", "memo", "ordered")
+    __slots__ = ("channels", "conn", "hooks", "memo", "ordered", "version")
 
     def __init__(self, conn: Conn, memo: dict[str, Any]) -> None:
         self.conn = conn  # the adapter's own units use it; the domain sees the Tx protocol
         self.memo = memo
         self.channels: set[str] = set()
         self.ordered = False  # whether this transaction holds the event-order lock
+        # the subscriptions version read behind that lock by the last append, None when
+        # unread or changed since (see Subscriptions.version)
+        self.version: str | None = None
         self.hooks: list[Callable[[], None]] | None = None
 
     def after_commit(self, fn: Callable[[], None]) -> None:
@@ -106,7 +128,7 @@ class PgTx:
     @property
     def subscriptions(self) -> Subscriptions:
         """The subscriptions rows and the service-wide secret."""
-        return Subscriptions(self.conn)
+        return Subscriptions(self.conn, self)
 
     @property
     def deliveries(self) -> Deliveries:
