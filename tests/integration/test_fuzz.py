@@ -108,11 +108,16 @@ def _document() -> dict[str, Any]:
 
 
 def _fuzzed(document: dict[str, Any]) -> dict[str, Any]:
-    """The document with the long poll's `wait` cut to 1 s: a generated 60 would stall the run."""
+    """The document with the long poll's `wait` cut to 1 s (a generated 60 would stall the run)
+    and the event stream always bounded: `max_seconds=0` sends what is there and ends."""
     copy = json.loads(json.dumps(document))
     for param in copy["paths"]["/v1/events"]["get"]["parameters"]:
         if param["name"] == "wait":
             param["schema"]["maximum"] = 1
+    for param in copy["paths"]["/v1/events/stream"]["get"]["parameters"]:
+        if param["name"] == "max_seconds":
+            param["required"] = True
+            param["schema"]["maximum"] = 0
     return copy
 
 
