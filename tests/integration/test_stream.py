@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import httpx
 from service import app
 from service.http import stream
 from tests.conftest import IMAGE_JOB, VIDEO_JOB, Running
+from tests.e2e.harness import service
 from tests.integration.helpers import until
 
 TERMINAL = {"succeeded", "failed", "canceled"}
@@ -207,3 +209,19 @@ async def test_a_drain_ends_open_streams_at_once(relay: Running) -> None:
     assert loop.time() - started < 1.0
     assert not any("id" in f for f in rest)
     assert stream.open_streams() == 0
+
+
+async def test_sigterm_is_not_held_up_by_an_open_stream(tmp_path: Path) -> None:
+    async with service(tmp_path, RELAY_SHUTDOWN_GRACE="30") as relay:
+        await relay.start()
+        async with (
+            httpx.AsyncClient(base_url=relay.url, timeout=40) as client,
+            client.stream("GET", "/v1/events/stream") as response,
+        ):
+            frames = _frames(response)
+            await asyncio.wait_for(anext(frames), 5)  # the stream is live
+            code, seconds = await relay.terminate(limit=40)
+            rest = [f async for f in frames]
+    assert code == 0
+    assert seconds < 5, f"SIGTERM waited {seconds:.1f} s for the stream"
+    assert not any("id" in f for f in rest)
