@@ -132,6 +132,44 @@ async def test_filters_by_job_and_type(relay: Running) -> None:
     assert [int(f["id"]) for f in prefix] == [e["id"] for e in log if e["type"].startswith("job.")]
 
 
+async def test_many_streams_and_a_long_poll_each_see_every_event_at_once(
+    relay: Running,
+) -> None:
+    """Each reader is woken by the commits (a 60 s heartbeat: no timer re-reads for them)."""
+
+    async def follow(done: asyncio.Event) -> list[int]:
+        ids: list[int] = []
+        async with relay.client.stream(
+            "GET", "/v1/events/stream", params={"heartbeat": 60}
+        ) as response:
+            async for frame in _frames(response):
+                if "id" in frame:
+                    ids.append(int(frame["id"]))
+                    if frame["event"] in {"job.succeeded", "job.failed"}:
+                        done.set()
+                        return ids
+        return ids
+
+    async def long_polls(stop: asyncio.Event) -> None:
+        after = 0
+        while not stop.is_set():
+            page = await relay.client.get("/v1/events", params={"after": after, "wait": 1})
+            after = int(page.json()["next_cursor"])
+
+    dones = [asyncio.Event() for _ in range(6)]
+    followers = [asyncio.create_task(follow(done)) for done in dones]
+    stop = asyncio.Event()
+    poller = asyncio.create_task(long_polls(stop))
+    await until(lambda: stream.open_streams() == len(dones))
+    await relay.submit(IMAGE_JOB)
+    streams = await asyncio.wait_for(asyncio.gather(*followers), 10)
+    stop.set()
+    await poller
+    log = [e["id"] for e in await _log(relay)]
+    for ids in streams:
+        assert ids == log[: len(ids)] and len(ids) >= 2
+
+
 async def test_keep_alive_comment_while_nothing_flows(relay: Running) -> None:
     started = asyncio.get_running_loop().time()
     comments: list[str] = []
