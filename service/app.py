@@ -22,7 +22,16 @@ from service import ledger, logs, netguard, outbox, owners
 from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError, StorageUnavailable
-from service.http import callbacks, deliveries, deps, jobs, openapi, ops, subscriptions
+from service.http import (
+    callbacks,
+    deliveries,
+    deps,
+    jobs,
+    openapi,
+    ops,
+    stream,
+    subscriptions,
+)
 from service.poller import Poller
 from service.providers import build as build_providers
 from service.state import Relay
@@ -83,6 +92,7 @@ def begin_drain(relay: Relay) -> None:
         relay.drain_deadline = asyncio.get_running_loop().time() + relay.settings.shutdown_grace
     relay.poller.stop_claiming()
     relay.deliverer.stop_claiming()
+    relay.store.waiter("events").set()  # event streams see the drain now and end
 
 
 def drain_soon(application: Starlette, loop: asyncio.AbstractEventLoop) -> None:
@@ -183,7 +193,7 @@ def create_app(
             Route("/openapi.json", openapi.serve, methods=["GET"]),
             Mount(
                 "/v1",
-                routes=jobs.ROUTES + subscriptions.ROUTES + deliveries.ROUTES,
+                routes=jobs.ROUTES + stream.ROUTES + subscriptions.ROUTES + deliveries.ROUTES,
                 middleware=[Middleware(jobs.BearerAuth, tokens=tokens)],
             ),
         ],

@@ -95,11 +95,15 @@ def routes(app_routes: list[BaseRoute], prefix: str = "") -> Iterator[tuple[str,
                     yield prefix + route.path, method, route.endpoint
 
 
-def _answer(description: str, schema: deps.Schema | None, text: bool = False) -> deps.Schema:
+# Routes whose success answer is not JSON.
+_MEDIA = {"/metrics": "text/plain", "/v1/events/stream": "text/event-stream"}
+
+
+def _answer(description: str, schema: deps.Schema | None, media: str | None = None) -> deps.Schema:
     if schema is None:
-        if not text:
+        if media is None:
             return {"description": description}
-        return {"description": description, "content": {"text/plain": {"schema": {}}}}
+        return {"description": description, "content": {media: {"schema": {}}}}
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
@@ -126,8 +130,8 @@ def _operation(path: str, method: str, spec: deps.Operation) -> deps.Schema:
             "required": True,
             "content": {"application/json": {"schema": spec.body()}},
         }
-    text = path == "/metrics"
-    answers = {str(k): _answer(d, s, text) for k, (d, s) in spec.answers.items()}
+    media = _MEDIA.get(path)
+    answers = {str(k): _answer(d, s, media) for k, (d, s) in spec.answers.items()}
     errors = set(spec.errors)
     if spec.query or spec.body is not None or spec.headers:
         errors.add(400)
