@@ -10,34 +10,13 @@ from psycopg.rows import DictRow, tuple_row
 
 from service.jobs import Status
 from service.store.model import JOB_COLUMNS, Head, Idempotent, Job, _idem, dumps
+from service.store.schema import job_sets, states_before
 
 Conn = AsyncConnection[DictRow]
 
-# columns that hold JSON: `update` encodes their values
-_JSON_COLUMNS = frozenset({"outputs", "error"})
-# the columns `update` may set (their names go into the statement: the ledger's, never input)
-_SETTABLE = frozenset(
-    {
-        "status",
-        "progress",
-        "outputs",
-        "error",
-        "provider_job_id",
-        "cost",
-        "updated_at",
-        "finished_at",
-        "next_poll_at",
-        "poll_attempt",
-        "poll_errors",
-        "callback_status",
-        "lease_owner",
-        "lease_expires_at",
-    }
-)
-
 
 def _apply_sql(status: Status) -> str:
-    earlier = ", ".join(f"'{s}'" for s in Status if not s.terminal and s.rank < status.rank)
+    earlier = states_before(status)
     # fixed states and columns, no input
     return (
         "UPDATE jobs SET status = %s, progress = CASE WHEN %s::float8 > progress"  # noqa: S608
@@ -190,11 +169,8 @@ class Jobs:
 
     async def update(self, job_id: str, sets: Mapping[str, Any]) -> Job:
         """Set the columns named in `sets` (fixed keys, never input) and return the job."""
-        unknown = set(sets) - _SETTABLE
-        if unknown:
-            raise ValueError(f"not a settable job column: {sorted(unknown)}")
-        values = [dumps(v) if k in _JSON_COLUMNS else v for k, v in sets.items()]
-        assignments = ", ".join(f"{k} = %s" for k in sets)
+        names, values = job_sets(sets)
+        assignments = ", ".join(f"{k} = %s" for k in names)
         row = await self._values(
             f"UPDATE jobs SET {assignments} WHERE id = %s RETURNING {JOB_COLUMNS}",  # noqa: S608
             (*values, job_id),

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from importlib import resources
 from typing import Any, TypeVar
 
 import psycopg
@@ -22,6 +21,7 @@ from service.store.model import Idempotent, Job, _idem
 from service.store.postgres.conn import RelayConn, RelayCursor
 from service.store.postgres.tx import PgTx
 from service.store.records import Counts, Delivery, DeliveryLog, Event, LoggedAttempt, Subscription
+from service.store.schema import migrations
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,12 +40,7 @@ _OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
 def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("service.store.postgres") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql") and entry.name[:3].isdigit():
-            found.append((int(entry.name[:3]), entry.read_text(encoding="utf-8")))
-    return sorted(found)
+    return migrations("service.store.postgres")
 
 
 async def _migrate(conn: AsyncConnection[Any]) -> int:

@@ -8,13 +8,11 @@ from typing import Any
 
 from service.jobs import Status
 from service.store.model import JOB_COLUMNS, Head, Idempotent, Job, _idem, dumps
-
-# columns that hold JSON: `update` encodes their values
-_JSON_COLUMNS = frozenset({"outputs", "error"})
+from service.store.schema import job_sets, states_before
 
 
 def _apply_sql(status: Status) -> str:
-    earlier = ", ".join(f"'{s}'" for s in Status if not s.terminal and s.rank < status.rank)
+    earlier = states_before(status)
     # fixed states and columns, no input
     return (
         "UPDATE jobs SET status = ?,"  # noqa: S608
@@ -141,8 +139,8 @@ class Jobs:
 
     async def update(self, job_id: str, sets: Mapping[str, Any]) -> Job:
         """Set the columns named in `sets` (fixed keys, never input) and return the job."""
-        values = [dumps(v) if k in _JSON_COLUMNS else v for k, v in sets.items()]
-        assignments = ", ".join(f"{k} = ?" for k in sets)
+        names, values = job_sets(sets)
+        assignments = ", ".join(f"{k} = ?" for k in names)
         row = self._conn.execute(
             f"UPDATE jobs SET {assignments} WHERE id = ? RETURNING {JOB_COLUMNS}",  # noqa: S608
             (*values, job_id),

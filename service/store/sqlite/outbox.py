@@ -6,25 +6,16 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from service.store.codec import dumps, ids_json
+from service.store.codec import ids_json
 from service.store.records import Delivery, NewDelivery, Subscription
-
-_VERSION_KEY = "subscriptions_version"
-_SERVICE_KEYS = ("webhook_secret", "webhook_secret_previous", "webhook_secret_previous_until")
-# the columns a change may set (the names go into the statement: never from a caller's input)
-_SETTABLE = frozenset(
-    {
-        "url",
-        "template",
-        "description",
-        "rate_per_second",
-        "max_in_flight",
-        "events",
-        "filter",
-        "status",
-        "paused_reason",
-        "failing_since",
-    }
+from service.store.schema import (
+    DELIVERY_COLUMNS,
+    SERVICE_KEYS,
+    SUBSCRIPTION_COLUMNS,
+    VERSION_KEY,
+    delivery_values,
+    subscription_sets,
+    subscription_values,
 )
 
 
@@ -38,7 +29,7 @@ class Subscriptions:
 
     async def version(self) -> str:
         """A value that changes whenever any subscription does."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (_VERSION_KEY,)).fetchone()
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (VERSION_KEY,)).fetchone()
         return str(row[0]) if row else "0"
 
     async def bump(self) -> None:
@@ -46,7 +37,7 @@ class Subscriptions:
         self._conn.execute(
             "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key)"
             " DO UPDATE SET value = CAST(value AS INTEGER) + 1",
-            (_VERSION_KEY,),
+            (VERSION_KEY,),
         )
 
     async def all(self) -> list[Subscription]:
@@ -69,37 +60,14 @@ class Subscriptions:
     async def insert(self, sub: Subscription) -> None:
         """Add a subscription (its seq is the store's to give)."""
         self._conn.execute(
-            "INSERT INTO subscriptions (id, url, kind, events, filter, template, description,"
-            " secret, status, rate_per_second, max_in_flight, created_at, updated_at)"
+            f"INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS})"  # noqa: S608 - fixed names
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                sub.id,
-                sub.url,
-                sub.kind,
-                dumps(list(sub.events)),
-                dumps(sub.filter) if sub.filter else None,
-                sub.template,
-                sub.description,
-                sub.secret,
-                sub.status,
-                sub.rate_per_second,
-                sub.max_in_flight,
-                sub.created_at,
-                sub.updated_at,
-            ),
+            subscription_values(sub),
         )
 
     async def update(self, sub_id: str, changes: Mapping[str, Any]) -> None:
         """Set these columns (events a list, filter a dict or None) on one subscription."""
-        sets: dict[str, Any] = {}
-        for key, value in changes.items():
-            if key not in _SETTABLE and key != "updated_at":
-                raise ValueError(f"not a settable subscription field: {key}")
-            if key == "events":
-                value = dumps(value)
-            elif key == "filter":
-                value = dumps(value) if value else None
-            sets[key] = value
+        sets = subscription_sets(changes)
         if not sets:
             return
         assignments = ", ".join(f"{k} = ?" for k in sets)
@@ -171,14 +139,14 @@ class Subscriptions:
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('webhook_secret', ?)", (fresh,)
         )
         rows = self._conn.execute(
-            "SELECT key, value FROM meta WHERE key IN (?, ?, ?)", _SERVICE_KEYS
+            "SELECT key, value FROM meta WHERE key IN (?, ?, ?)", SERVICE_KEYS
         ).fetchall()
         return {row[0]: row[1] for row in rows}
 
     async def set_service_secret(self, current: str, previous: str, previous_until: float) -> None:
         """Store a new service-wide secret and the one it replaces."""
         values = (current, previous, repr(previous_until))
-        for key, value in zip(_SERVICE_KEYS, values, strict=True):
+        for key, value in zip(SERVICE_KEYS, values, strict=True):
             self._conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -202,28 +170,10 @@ class Deliveries:
     async def add(self, new: Sequence[NewDelivery], lease: tuple[str, float] | None = None) -> None:
         """Add pending deliveries, each due at once; with `lease` (owner, until), leased to
         that owner until then instead, as a claim would have left them."""
-        owner, until = lease if lease is not None else (None, None)
         self._conn.executemany(
-            "INSERT INTO deliveries (id, subscription_id, job_id, event_id, event_type, kind,"
-            " url, ordered, next_attempt_at, lease_owner, created_at, updated_at)"
+            f"INSERT INTO deliveries ({DELIVERY_COLUMNS})"  # noqa: S608 - fixed names
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    d.id,
-                    d.subscription_id,
-                    d.job_id,
-                    d.event_id,
-                    d.event_type,
-                    d.kind,
-                    d.url,
-                    int(d.ordered),
-                    d.created_at if until is None else until,
-                    owner,
-                    d.created_at,
-                    d.created_at,
-                )
-                for d in new
-            ],
+            delivery_values(new, lease),
         )
 
     async def room(self, sub_ids: Iterable[str], now: float, most: int) -> dict[str, int]:

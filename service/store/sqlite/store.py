@@ -10,7 +10,6 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +17,7 @@ from service.errors import StorageUnavailable
 from service.store.base import Tx, Unit, run_hooks
 from service.store.model import Idempotent, Job, _idem
 from service.store.records import Event
+from service.store.schema import migrations
 from service.store.sqlite.reads import Reads, newest_first
 from service.store.sqlite.tx import SqliteTx
 
@@ -26,12 +26,7 @@ T = TypeVar("T")
 
 
 def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("service.store.sqlite") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql") and entry.name[:3].isdigit():
-            found.append((int(entry.name[:3]), entry.read_text(encoding="utf-8")))
-    return sorted(found)
+    return migrations("service.store.sqlite")
 
 
 def _migrate(conn: sqlite3.Connection) -> int:
