@@ -49,13 +49,16 @@ def can_pin() -> bool:
 
 
 @contextlib.contextmanager
-def client_core() -> Iterator[None]:
-    """Run the bench process (its load generator and simulators) on the client core."""
+def client_core(cpu: int = CLIENT_CPU) -> Iterator[None]:
+    """Run the bench process (its load generator and simulators) on the client core.
+
+    `cpu=int(SERVER_CPU)` puts the load beside the relay, on the relay's own core.
+    """
     if not can_pin():
         yield
         return
     before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {CLIENT_CPU})
+    os.sched_setaffinity(0, {cpu})
     try:
         yield
     finally:
