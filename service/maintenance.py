@@ -79,6 +79,10 @@ async def _prune(database: str, older_than: float, dry_run: bool) -> int:
     from service.errors import StorageUnavailable
     from service.store import open_store, redacted
 
+    missing = _missing_sqlite(database)
+    if missing:
+        print(f"upscale-relay: {missing}", file=sys.stderr)
+        return 1
     now = time.time()
     try:
         store = await open_store(database)
@@ -104,6 +108,19 @@ async def _prune(database: str, older_than: float, dry_run: bool) -> int:
     return 0
 
 
+def _missing_sqlite(database: str) -> str | None:
+    """Why `database` names no SQLite file to work on (these commands never create one)."""
+    from service.store import engine_of
+    from service.store.transfer import sqlite_path
+
+    if engine_of(database) == "postgresql":
+        return None
+    path = sqlite_path(database)
+    if path is None or not Path(path).is_file():
+        return f"no SQLite database at {database}"
+    return None
+
+
 def _backup(database: str, target: Path, force: bool) -> int:
     from service.store import engine_of
     from service.store.sqlite.backup import BackupFailed, backup
@@ -112,9 +129,10 @@ def _backup(database: str, target: Path, force: bool) -> int:
     if engine_of(database) == "postgresql":
         print(pg_dump_advice(database, target))
         return 0
+    missing = _missing_sqlite(database)
     source = sqlite_path(database)
-    if source is None or not Path(source).is_file():
-        print(f"upscale-relay: no SQLite database at {database}", file=sys.stderr)
+    if missing or source is None:
+        print(f"upscale-relay: {missing}", file=sys.stderr)
         return 1
     if target.exists() and not force:
         print(f"upscale-relay: {target} exists; pass --force to replace it", file=sys.stderr)
@@ -141,6 +159,8 @@ def pg_dump_advice(database: str, target: Path) -> str:
     pairs = parts.query.split("&")
     query = "&".join(p for p in pairs if p and not p.lower().startswith("password="))
     url = shlex.quote(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
+    new_path = (parts.path.rstrip("/") or "/relay") + "_restored"
+    restored = shlex.quote(urlunsplit((parts.scheme, netloc, new_path, query, "")))
     path = shlex.quote(str(target))
     return "\n".join(
         [
@@ -150,8 +170,9 @@ def pg_dump_advice(database: str, target: Path) -> str:
             "",
             f"  pg_dump --format=custom --file={path} {url}",
             "",
-            "Restore into a new, empty database (then point RELAY_DATABASE at it):",
+            "Restore into a new, empty database (createdb it first), then point",
+            "RELAY_DATABASE at it and start the relay:",
             "",
-            f"  pg_restore --no-owner --exit-on-error --dbname={url} {path}",
+            f"  pg_restore --no-owner --exit-on-error --dbname={restored} {path}",
         ]
     )
