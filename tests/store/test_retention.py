@@ -91,8 +91,11 @@ async def test_prune_removes_the_rows_of_old_ended_jobs_and_keeps_the_jobs(
     assert preview == Pruned(jobs=2, events=3 + 2, deliveries=3, attempts=3)
     assert _rows(engine, database, "job_old") == old_rows  # the preview changed nothing
 
+    in_flight = await store.write(lambda tx: tx.jobs.in_flight("pixazo"))
     done = await retention.prune(store, before, NOW)
     assert done == preview
+    # jobs keep their state: the in-flight count (migration 008's triggers) is untouched
+    assert await store.write(lambda tx: tx.jobs.in_flight("pixazo")) == in_flight == 1
     assert _rows(engine, database, "job_old") == (0, 0, 0)
     # the newest event of the whole log stays: SQLite's next id is the largest plus one
     assert _rows(engine, database, "job_last") == (1, 0, 0)
