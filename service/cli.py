@@ -1,5 +1,4 @@
-"""Command line: serve | demo | migrate-store | prune | backup | submit | jobs | subscriptions |
-deliveries."""
+"""Command line: serve | demo | migrate-store | submit | jobs | subscriptions | deliveries."""
 
 from __future__ import annotations
 
