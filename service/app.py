@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
-from service import ledger, logs, netguard, outbox, owners
+from service import ledger, logs, netguard, outbox, owners, retention
 from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError, StorageUnavailable
@@ -115,7 +115,8 @@ async def stop(relay: Relay) -> None:
     loop = asyncio.get_running_loop()
     begin_drain(relay)
     deadline = relay.drain_deadline or loop.time()
-    workers = [t for t in relay.tasks if t.get_name() != "heartbeat"]
+    # the heartbeat beats to the end; a prune pass has nothing to finish (each batch commits)
+    workers = [t for t in relay.tasks if t.get_name() not in ("heartbeat", "retention")]
     # the worker loops return as soon as their current claim is committed
     if workers:
         await asyncio.wait(workers, timeout=max(0.1, deadline - loop.time()))
@@ -181,6 +182,9 @@ def create_app(
         if workers:
             relay.tasks.append(asyncio.create_task(relay.poller.run_forever(), name="poller"))
             relay.tasks.append(asyncio.create_task(relay.deliverer.run_forever(), name="deliverer"))
+            if settings.retention_days is not None:
+                pruning = retention.run_forever(relay.store, settings.retention_days, clock)
+                relay.tasks.append(asyncio.create_task(pruning, name="retention"))
         try:
             yield {}
         finally:

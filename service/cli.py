@@ -11,6 +11,8 @@ import socket
 import sys
 from types import FrameType
 
+from service import maintenance
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -48,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="POSTGRESQL_URL",
         help="postgresql://user:password@host:5432/db (must hold no relay data)",
     )
+    maintenance.add_parsers(sub)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="the relay (default $RELAY_URL or http://127.0.0.1:8000)")
     common.add_argument("--token", help="an API token (default $RELAY_TOKEN)")
@@ -201,4 +204,6 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(demo.run(limit=args.timeout))
     if args.command == "migrate-store":
         return _migrate_store(args.source, args.target)
+    if args.command in maintenance.COMMANDS:
+        return maintenance.run(args)
     return _client_command(args)

@@ -52,6 +52,8 @@ class Settings:
     shutdown_grace: float = 10.0
     # `serve`'s log lines: "text" (timestamped lines) or "json" (one object per line)
     log_format: str = "text"
+    # days after a job ends before its events, deliveries and attempts are pruned; None: never
+    retention_days: float | None = None
     # Not in the public table: tuning knobs with sensible defaults.
     poll_concurrency: int = 32
     max_in_flight: int = 10000
@@ -131,6 +133,14 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
     if log_format not in ("text", "json"):
         problems.append(f"RELAY_LOG_FORMAT must be text or json, got {log_format!r}")
         log_format = "text"
+    retention_raw = env.get("RELAY_RETENTION_DAYS", "").strip()
+    known = len(problems)
+    retention_days = number("RELAY_RETENTION_DAYS", 0.0) if retention_raw else None
+    if retention_days is not None and retention_days <= 0 and len(problems) == known:
+        problems.append(
+            "RELAY_RETENTION_DAYS must be a number of days above 0 (leave it unset to keep"
+            f" everything), got {retention_raw!r}"
+        )
     d = Settings()
     settings = Settings(
         database=text("RELAY_DATABASE", d.database),
@@ -158,6 +168,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
         metrics_token=secret("RELAY_METRICS_TOKEN"),
         shutdown_grace=number("RELAY_SHUTDOWN_GRACE", d.shutdown_grace),
         log_format=log_format,
+        retention_days=retention_days,
         header_timeout=number("RELAY_HEADER_TIMEOUT", d.header_timeout, 0.1),
         max_header_bytes=int(number("RELAY_MAX_HEADER_BYTES", d.max_header_bytes, 1024)),
     )

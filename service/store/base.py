@@ -18,7 +18,7 @@ from service.store.codec import iso as iso
 from service.store.model import Head
 from service.store.model import Idempotent as Idempotent
 from service.store.model import Job as Job
-from service.store.records import Counts, Delivery, DeliveryLog, NewDelivery, Subscription
+from service.store.records import Counts, Delivery, DeliveryLog, NewDelivery, Pruned, Subscription
 from service.store.records import Event as Event
 
 T = TypeVar("T")
@@ -427,6 +427,14 @@ class Store(Protocol):
 
     async def next_attempt_due(self) -> float | None:
         """When the next pending delivery is due."""
+
+    async def prune(self, before: float, now: float, budget: int) -> Pruned | None:
+        """One retention batch in a transaction of its own: up to `budget` rows (attempts,
+        deliveries, events) of jobs ended before `before` deleted, the jobs left with nothing
+        marked pruned at `now`. None when another process is pruning (PostgreSQL)."""
+
+    async def prunable(self, before: float) -> Pruned:
+        """What pruning every job ended before `before` would remove; nothing changes."""
 
 
 def run_hooks(hooks: Iterable[Callable[[], None]]) -> None:

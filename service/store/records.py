@@ -280,3 +280,26 @@ class Counts:
     subscriptions: dict[str, int]  # status -> subscriptions
     callbacks_dropped: int
     last_event_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What a prune removed (or would remove): rows per table, and the jobs it finished."""
+
+    jobs: int = 0  # jobs left with nothing to prune (their rows stay, marked pruned_at)
+    events: int = 0
+    deliveries: int = 0
+    attempts: int = 0
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(
+            self.jobs + other.jobs,
+            self.events + other.events,
+            self.deliveries + other.deliveries,
+            self.attempts + other.attempts,
+        )
+
+    @property
+    def rows(self) -> int:
+        """Rows deleted (the jobs rows are kept, so they are not counted)."""
+        return self.events + self.deliveries + self.attempts

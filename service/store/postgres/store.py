@@ -18,9 +18,18 @@ from service.errors import StorageUnavailable
 from service.store.base import Unit, run_hooks
 from service.store.codec import redacted
 from service.store.model import Idempotent, Job, _idem
+from service.store.postgres import retention
 from service.store.postgres.conn import RelayConn, RelayCursor
 from service.store.postgres.tx import PgTx
-from service.store.records import Counts, Delivery, DeliveryLog, Event, LoggedAttempt, Subscription
+from service.store.records import (
+    Counts,
+    Delivery,
+    DeliveryLog,
+    Event,
+    LoggedAttempt,
+    Pruned,
+    Subscription,
+)
 from service.store.schema import migrations
 
 log = logging.getLogger(__name__)
@@ -275,6 +284,21 @@ class PostgresStore:
             return str(row["value"])
 
         return await self.write(unit)
+
+    async def prune(self, before: float, now: float, budget: int) -> Pruned | None:
+        """One retention batch in a transaction of its own; None when another process holds
+        the prune lock."""
+
+        async def unit(tx: Any) -> Pruned | None:
+            assert isinstance(tx, PgTx)  # noqa: S101
+            return await retention.batch(tx.conn, before, now, budget)
+
+        return await self.write(unit)
+
+    async def prunable(self, before: float) -> Pruned:
+        """What pruning every job ended before `before` would remove; nothing changes."""
+        [row] = await self._rows(retention.PREVIEW, {"before": before})
+        return Pruned(*(int(row[k]) for k in ("jobs", "events", "deliveries", "attempts")))
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 from service.errors import StorageUnavailable
 from service.store.base import Tx, Unit, run_hooks
 from service.store.model import Idempotent, Job, _idem
-from service.store.records import Event
+from service.store.records import Event, Pruned
 from service.store.schema import migrations
+from service.store.sqlite import retention
 from service.store.sqlite.reads import Reads, newest_first
 from service.store.sqlite.tx import SqliteTx
 
@@ -505,6 +506,16 @@ class SqliteStore(Reads):
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def prune(self, before: float, now: float, budget: int) -> Pruned | None:
+        """One retention batch, one unit of work (SQLite's write lock: one writer at a time)."""
+        return await self.write(on_connection(lambda c: retention.batch(c, before, now, budget)))
+
+    async def prunable(self, before: float) -> Pruned:
+        """What pruning every job ended before `before` would remove; nothing changes."""
+        return await self.read(lambda conn: retention.preview(conn, before))
 
     # -- meta --------------------------------------------------------------------------------
 
