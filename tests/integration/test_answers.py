@@ -191,3 +191,19 @@ async def test_a_full_last_page_says_nothing_more_follows(relay: Running) -> Non
         assert len(short["data"]) == total - 1 and short["has_more"] is True
         last = (await jobs(path, params={"after": short["next_cursor"]})).json()
         assert len(last["data"]) == 1 and last["has_more"] is False
+
+
+async def test_a_subscription_takes_the_documented_defaults(
+    start_relay: StartRelay, serve_subscriber: ServeSubscriber
+) -> None:
+    """README: 4 webhook deliveries in flight; chat channels one at a time, paced."""
+    relay = await start_relay(**FAST)
+    _, url = await serve_subscriber()
+    webhook = await subscribe(relay, f"{url}/hook")
+    assert (webhook["max_in_flight"], webhook["rate_per_second"]) == (4, None)
+    slack = await subscribe(relay, f"{url}/slack", kind="slack")
+    assert (slack["max_in_flight"], slack["rate_per_second"]) == (1, 1.0)
+    discord = await subscribe(relay, f"{url}/discord", kind="discord")
+    assert (discord["max_in_flight"], discord["rate_per_second"]) == (1, 2.0)
+    chosen = await subscribe(relay, f"{url}/more", max_in_flight=16)
+    assert chosen["max_in_flight"] == 16
