@@ -90,10 +90,15 @@ def _replace(text: str, pattern: str, new: str, count: int) -> str:
     return out
 
 
-def render_site(folder: Path, https: int, http: int, upstreams: list[str]) -> Path:
-    """deploy/nginx.conf with only its ports, certificate, log path and upstreams replaced."""
+def render_site(
+    folder: Path, https: int, http: int, upstreams: list[str], *, private: bool = False
+) -> Path:
+    """deploy/nginx.conf with only its ports, certificate, log path and upstreams replaced
+    (and, if `private`, its allow and deny lines uncommented as the file says)."""
     cert, key = _certificate(folder)
     text = SITE.read_text()
+    if private:
+        text = _replace(text, r"^(\s*)# ((?:allow|deny) [^;\n]*;)$", r"\1\2", 3)
     servers = "".join(f"    server {u} max_fails=1 fail_timeout=10s;\n" for u in upstreams)
     text = _replace(text, r"^    server 127\.0\.0\.1:\d+ [^\n]*\n", "", 2)
     text = _replace(
@@ -345,3 +350,29 @@ async def test_nginx_passes_the_proxy_headers_and_drops_a_forged_address(
     assert headers["x-forwarded-proto"] == "https"
     assert headers["x-forwarded-host"] == "127.0.0.1"
     assert headers["host"] == "127.0.0.1"
+
+
+async def test_the_commented_allow_lines_keep_all_but_the_callbacks_private(
+    tmp_path: Path,
+) -> None:
+    seen: list[str] = []
+
+    async def echo(request: Request) -> JSONResponse:
+        seen.append(request.url.path)
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/{path:path}", echo, methods=["GET", "POST"])])
+    async with serve(app) as upstream:
+        https = _free_port()
+        upstreams = [upstream.removeprefix("http://")] * 2
+        main = render_site(tmp_path, https, _free_port(), upstreams, private=True)
+        async with (
+            _run(main, https) as (url, _),
+            httpx.AsyncClient(base_url=url, verify=client_tls(tmp_path)) as client,
+        ):
+            # this client is 127.0.0.1, outside the allowed 10.0.0.0/8
+            for path in ("/v1/jobs", "/v1/events/stream", "/ui", "/healthz", "/openapi.json"):
+                assert (await client.get(path)).status_code == 403, path
+            hook = await client.post("/hooks/pixazo/a-token", json={"status": "COMPLETED"})
+            assert hook.status_code == 200
+    assert seen == ["/hooks/pixazo/a-token"]
