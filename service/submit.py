@@ -11,6 +11,7 @@ from typing import Any
 from service import catalog, ledger, netguard
 from service.config import Settings
 from service.errors import ApiError
+from service.providers import missing_variables
 from service.providers.base import Provider, ProviderError
 from service.store import Idempotent, Job, Store, Tx
 from service.tokens import Tokens
@@ -72,10 +73,13 @@ class Submitter:
     def _provider(self, model: catalog.Model) -> Provider:
         provider = self._providers.get(model.provider)
         if provider is None:
+            variables = missing_variables(model.provider, self._settings)
             raise ApiError(
                 503,
                 "provider_not_configured",
-                f"{model.provider} is not configured: set its API key to use {model.id}",
+                f"{model.provider} is not configured: set {' and '.join(variables)} "
+                f"(and restart the relay) to use {model.id}",
+                details={"provider": model.provider, "variables": variables},
             )
         return provider
 
@@ -88,6 +92,8 @@ class Submitter:
             await self._check_webhook(body["webhook"])
         provider = self._provider(model)
         params = catalog.normalize(model, body["input"])
+        if provider.fetches_media:
+            await self._check_media(model, params)
         if dry_run:
             return 200, await self._dry_run(model, provider, params)
         key = f"{scope}:{idem_key}" if idem_key else None
@@ -131,6 +137,27 @@ class Submitter:
             if "RELAY_ALLOW_PRIVATE_TARGETS" not in message:
                 message += " (RELAY_ALLOW_PRIVATE_TARGETS=1 allows private targets)"
             raise invalid([catalog.Problem("webhook", message)]) from None
+
+    async def _check_media(self, model: catalog.Model, params: dict[str, Any]) -> None:
+        """Refuse a media URL to a private address now, like a webhook, before a job exists.
+
+        The download checks every address again (redirect hops, a name that answers otherwise
+        the second time): a refusal found there fails the job that was recorded."""
+        url = params.get(model.media_param)
+        if not isinstance(url, str) or not catalog.is_http_url(url):
+            return  # a provider asset id: nothing to download
+        try:
+            await netguard.check_target(
+                url, allow_private=self._settings.allow_private_targets, resolve=self._resolve
+            )
+        except netguard.TargetRefused as exc:
+            field = f"input.{model.media_param}"
+            raise ApiError(
+                422,
+                "media_refused",
+                f"media URL refused: {exc}",
+                details=[{"field": field, "message": _clip(str(exc), _CLIP_MESSAGE)}],
+            ) from None
 
     def _wake_poller(self) -> None:
         self._store.waiter("poll").set()

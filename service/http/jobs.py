@@ -122,8 +122,15 @@ EVENT_PAGE: deps.Schema = {
     "required": ["data", "next_cursor", "has_more"],
     "properties": {
         "data": {"type": "array", "items": EVENT_SCHEMA},
-        "next_cursor": {"type": "string", "pattern": "^[0-9]+$"},
-        "has_more": {"type": "boolean"},
+        "next_cursor": {
+            "type": "string",
+            "pattern": "^[0-9]+$",
+            "description": "Pass it as `after` next time (the last event's id, or `after`).",
+        },
+        "has_more": {
+            "type": "boolean",
+            "description": "More events follow this page already: ask again without waiting.",
+        },
     },
 }
 
@@ -211,8 +218,10 @@ async def list_jobs(request: Request) -> Response:
     model = MODEL.read(request)
     limit = LIMIT.read(request)
     cursor = CURSOR.read(request) or None
-    jobs = await relay.store.list_jobs(status=status, model=model, before=cursor, limit=limit)
-    next_cursor = str(jobs[-1].seq) if len(jobs) == limit else None
+    # one more than asked: a cursor only when another page really follows
+    jobs = await relay.store.list_jobs(status=status, model=model, before=cursor, limit=limit + 1)
+    jobs, more = jobs[:limit], len(jobs) > limit
+    next_cursor = str(jobs[-1].seq) if more else None
     return deps.JSON({"data": [j.public() for j in jobs], "next_cursor": next_cursor})
 
 
@@ -242,19 +251,22 @@ async def job_events(request: Request) -> Response:
     job_id = request.path_params["id"]
     after = AFTER.read(request)
     limit = EVENT_LIMIT.read(request)
-    events = await relay.store.events(job_id=job_id, after=after, limit=limit)
+    events = await relay.store.events(job_id=job_id, after=after, limit=limit + 1)
     if not events and await relay.store.get_job(job_id) is None:
         raise ApiError(404, "job_not_found", f"no job {job_id!r}")
     return _page(events, limit, after)
 
 
 def _page(events: list[Any], limit: int, after: int) -> Response:
+    """A page of at most `limit` of `events` (read with one more, so `has_more` is exact)."""
+    more = len(events) > limit
+    events = events[:limit]
     cursor = events[-1].id if events else after
     return deps.JSON(
         {
             "data": [e.public() for e in events],
             "next_cursor": str(cursor),
-            "has_more": len(events) == limit,
+            "has_more": more,
         }
     )
 
@@ -277,7 +289,7 @@ async def all_events(request: Request) -> Response:
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         waiter.clear()  # before reading, so a commit in between still wakes the wait below
-        events = await relay.store.events(after=after, limit=limit)
+        events = await relay.store.events(after=after, limit=limit + 1)
         remaining = deadline - asyncio.get_running_loop().time()
         if events or remaining <= 0:
             break

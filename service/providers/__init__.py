@@ -18,6 +18,24 @@ from service.providers.scenario import Scenario
 _CALLBACK_PARSERS = {Pixazo.name: pixazo.parse_callback}
 
 
+# The variables each provider needs (build() below skips a provider missing any of them),
+# with the setting each one fills.
+CREDENTIALS: dict[str, tuple[tuple[str, str], ...]] = {
+    Pixazo.name: (("PIXAZO_API_KEY", "pixazo_api_key"),),
+    Scenario.name: (
+        ("SCENARIO_API_KEY", "scenario_api_key"),
+        ("SCENARIO_API_SECRET", "scenario_api_secret"),
+    ),
+}
+
+
+def missing_variables(provider: str, settings: Settings) -> list[str]:
+    """The variables to set before `provider` can be used (all it needs, if none is missing)."""
+    needed = CREDENTIALS.get(provider, ())
+    missing = [name for name, setting in needed if getattr(settings, setting) is None]
+    return missing or [name for name, _ in needed]
+
+
 def parse_callback(provider: str, body: Any) -> CallbackReport:
     """A callback body for `provider` as a report; LookupError if it sends no callbacks."""
     return _CALLBACK_PARSERS[provider](body)

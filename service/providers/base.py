@@ -60,6 +60,9 @@ class Provider(Protocol):
     name: str
     # True: submissions carry a signed callback URL and the provider POSTs status changes to it.
     accepts_callbacks: bool
+    # True: the relay downloads a media URL itself (and uploads it to the provider), so a URL
+    # to a private address is refused at submit, before a job is recorded.
+    fetches_media: bool
 
     def map_status(self, raw: object) -> Status | None:
         """The provider's status word as a relay status, or None when it means nothing."""

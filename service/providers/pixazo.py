@@ -90,6 +90,7 @@ class Pixazo:
 
     name = "pixazo"
     accepts_callbacks = True
+    fetches_media = False  # Pixazo downloads the media URL itself
 
     def __init__(self, client: outbound.Client, base_url: str, api_key: str | None) -> None:
         self._client = client

@@ -69,7 +69,7 @@ class Job:
             model=row["model"],
             provider=row["provider"],
             status=Status(row["status"]),
-            progress=row["progress"],
+            progress=float(row["progress"]),
             input=_loads(row["input"]),
             metadata=_loads(row["metadata"]),
             outputs=_loads(row["outputs"]),
@@ -98,7 +98,8 @@ class Job:
             v[2],
             v[3],
             status,
-            v[5],
+            # SQLite's RETURNING gives a whole REAL as an int (0, 1): progress is always a float
+            float(v[5]),
             _loads(v[6]),
             _loads(v[7]),
             _loads(v[8]),

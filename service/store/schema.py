@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
+from service.errors import StorageUnavailable
 from service.jobs import Status
 from service.store.codec import dumps
 from service.store.records import NewDelivery, Subscription
@@ -68,6 +69,17 @@ def migrations(package: str) -> list[tuple[int, str]]:
         if entry.name.endswith(".sql") and entry.name[:3].isdigit():
             found.append((int(entry.name[:3]), entry.read_text(encoding="utf-8")))
     return sorted(found)
+
+
+def refuse_newer(version: int, known: Sequence[tuple[int, str]]) -> None:
+    """Refuse a database that a newer release migrated: this one would misread and damage it."""
+    latest = known[-1][0] if known else 0
+    if version > latest:
+        raise StorageUnavailable(
+            f"its schema is version {version}, newer than this upscale-relay knows ({latest}):"
+            " a newer release upgraded it, and downgrades are not supported; run that release,"
+            " or restore the backup taken before the upgrade"
+        )
 
 
 def states_before(status: Status) -> str:

@@ -97,6 +97,7 @@ class Scenario:
 
     name = "scenario"
     accepts_callbacks = False
+    fetches_media = True
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from service.store.records import (
     Pruned,
     Subscription,
 )
-from service.store.schema import migrations
+from service.store.schema import migrations, refuse_newer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,7 +63,9 @@ async def _migrate(conn: AsyncConnection[Any]) -> int:
         cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
         row = await cur.fetchone()
         version = int(row[0]) if row else 0
-        for number, script in _migrations():
+        known = _migrations()
+        refuse_newer(version, known)
+        for number, script in known:
             if number <= version:
                 continue
             async with conn.transaction():

@@ -17,7 +17,7 @@ from service.errors import StorageUnavailable
 from service.store.base import Tx, Unit, run_hooks
 from service.store.model import Idempotent, Job, _idem
 from service.store.records import Event, Pruned
-from service.store.schema import migrations
+from service.store.schema import migrations, refuse_newer
 from service.store.sqlite import retention
 from service.store.sqlite.reads import Reads, newest_first
 from service.store.sqlite.tx import SqliteTx
@@ -32,7 +32,9 @@ def _migrations() -> list[tuple[int, str]]:
 
 def _migrate(conn: sqlite3.Connection) -> int:
     version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    for number, script in _migrations():
+    known = _migrations()
+    refuse_newer(version, known)
+    for number, script in known:
         if number <= version:
             continue
         conn.execute("BEGIN IMMEDIATE")
