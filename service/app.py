@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
-from service import ledger, logs, netguard, outbox, owners
+from service import ledger, logs, netguard, outbox, owners, ui
 from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError, StorageUnavailable
@@ -196,6 +196,7 @@ def create_app(
                 routes=jobs.ROUTES + stream.ROUTES + subscriptions.ROUTES + deliveries.ROUTES,
                 middleware=[Middleware(jobs.BearerAuth, tokens=tokens)],
             ),
+            ui.mount(),  # the dashboard: its own session sign-in, never the API's bearer
         ],
         exception_handlers={
             ApiError: deps.api_error,

@@ -1,0 +1,107 @@
+"""The dashboard over real HTTP without a browser: sessions, CSRF, bad input (4xx, never 5xx)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from service.ui import session
+from tests.conftest import StartRelay
+
+TOKEN = "dashboard-token-0123456789abcdef"
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf-token" content="([^"]+)"', page)
+    assert found is not None, page[:500]
+    return found[1]
+
+
+async def signed_in(client: httpx.AsyncClient) -> str:
+    """Sign `client` in; the session's CSRF token."""
+    form = await client.get("/ui/signin")
+    answer = await client.post("/ui/signin", data={"csrf": csrf_of(form.text), "token": TOKEN})
+    assert answer.status_code == 303, answer.text
+    return csrf_of((await client.get("/ui/jobs")).text)
+
+
+async def test_bad_input_to_the_dashboard_gets_4xx_pages(start_relay: StartRelay) -> None:
+    running = await start_relay(RELAY_API_TOKENS=TOKEN)
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        csrf = await signed_in(client)
+        gets = [
+            "/ui/jobs?status=bogus",
+            "/ui/jobs?model=%00",
+            "/ui/jobs?provider=nope",
+            "/ui/jobs?before=-1",
+            "/ui/jobs?before=99999999999999999999999",
+            "/ui/jobs?before=%D9%A3",
+            "/ui/jobs?metadata=" + "k" * 201,
+            "/ui/jobs/" + "x" * 300,
+            "/ui/jobs/%FF%FE",
+            "/ui/deliveries?status=lost",
+            "/ui/deliveries?subscription_id=" + "s" * 200,
+            "/ui/events/stream?after=x",
+            "/ui/events/stream?type=%3Cscript%3E",
+        ]
+        for path in gets:
+            answer = await client.get(path)
+            assert 400 <= answer.status_code < 500, (path, answer.status_code)
+        retry = "/ui/deliveries/nope/retry"
+        posts: list[tuple[dict[str, str], bytes]] = [
+            ({"Content-Type": "application/json"}, b'{"csrf": "%s"}' % csrf.encode()),
+            ({"Content-Type": "application/x-www-form-urlencoded"}, b"csrf=\xff\xfe"),
+            ({"Content-Type": "application/x-www-form-urlencoded"}, b"a=" * 40_000),
+            ({"Content-Type": "application/x-www-form-urlencoded"}, b"&".join([b"a=1"] * 200)),
+            ({"Content-Type": "application/x-www-form-urlencoded"}, b"csrf=" + csrf.encode()),
+        ]
+        for headers, body in posts:
+            answer = await client.post(retry, content=body, headers=headers)
+            assert 400 <= answer.status_code < 500, (body[:40], answer.status_code)
+        # the page of a refusal is HTML with the reason, not the API's JSON envelope
+        page = await client.get("/ui/jobs?status=bogus")
+        assert page.status_code == 400
+        assert page.headers["content-type"].startswith("text/html")
+        assert "unknown value" in page.text
+
+
+async def test_sessions_end_when_their_token_is_removed_and_signout_clears_them(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay(RELAY_API_TOKENS=TOKEN, RELAY_SECRET="shared-relay-secret")
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        csrf = await signed_in(client)
+        assert (await client.get("/ui/jobs")).status_code == 200
+        kept = client.cookies[session.COOKIE]
+        # a session signed with another key is refused like none
+        forged = httpx.AsyncClient(base_url=running.url, cookies={session.COOKIE: "e30=.x.y"})
+        async with forged:
+            assert (await forged.get("/ui/jobs")).status_code == 303
+        out = await client.post("/ui/signout", data={"csrf": csrf})
+        assert out.status_code == 303 and out.headers["location"] == "/ui/signin"
+        assert (await client.get("/ui/jobs")).status_code == 303
+    # the same cookie, validly signed, once its token has left RELAY_API_TOKENS: refused
+    for tokens, status in ((TOKEN, 200), ("a-new-token-0123456789abcdef", 303)):
+        other = await start_relay(RELAY_API_TOKENS=tokens, RELAY_SECRET="shared-relay-secret")
+        async with httpx.AsyncClient(base_url=other.url, cookies={session.COOKIE: kept}) as again:
+            assert (await again.get("/ui/jobs")).status_code == status, tokens
+
+
+def test_the_session_key_is_derived_not_the_secret_itself() -> None:
+    key = session.session_key("relay-secret")
+    assert key != "relay-secret" and len(key) == 64
+    assert key != session.session_key("relay-secret2")
+
+
+async def test_without_tokens_the_dashboard_is_open(start_relay: StartRelay) -> None:
+    running = await start_relay()
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        answer = await client.get("/ui/jobs")
+        assert answer.status_code == 200 and "Sign out" not in answer.text
+        assert (await client.get("/ui/signin")).headers["location"] == "/ui/jobs"
+        # CSRF still guards every form, signed in or not
+        no_token = await client.post("/ui/deliveries/x/retry", data={"back": "/ui/jobs"})
+        assert no_token.status_code == 403
+        csrf = csrf_of(answer.text)
+        assert (await client.post("/ui/deliveries/x/retry", data={"csrf": csrf})).status_code == 404
