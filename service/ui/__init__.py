@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from service.http import deps, stream
-from service.ui import deliveries, pages, render, session
+from service.ui import deliveries, pages, render, session, subscriptions
 from service.ui.session import PREFIX, UiError
 
 
@@ -57,6 +57,7 @@ def mount() -> Mount:
         Route("/signin", render.guarded(session.checked(signin)), methods=["POST"]),
         Route("/signout", render.guarded(session.checked(signout)), methods=["POST"]),
         *deliveries.ROUTES,
+        *subscriptions.ROUTES,
         Mount("/static", app=StaticFiles(directory=Path(__file__).with_name("static"))),
     ]
     return Mount(

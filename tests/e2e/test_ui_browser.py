@@ -314,3 +314,44 @@ async def test_a_form_post_without_the_csrf_token_is_refused(world: World) -> No
     )
     assert allowed.status == 404
     await page.close()
+
+
+async def test_subscriptions_are_created_paused_resumed_tested_and_deleted_from_the_page(
+    world: World,
+) -> None:
+    page = await world.context.new_page()
+    await page.goto("/ui/subscriptions")
+    # a webhook takes no template: refused with the problem named, the form kept
+    await page.get_by_label("URL").fill(f"{world.subscriber_url}/from-the-page")
+    await page.get_by_label("Message template (chat kinds only)").fill("{data.model} done")
+    await page.get_by_role("button", name="Create subscription").click()
+    await expect(page.locator("#problems")).to_contain_text("template: webhook bodies are fixed")
+    await expect(page.get_by_label("URL")).to_have_value(f"{world.subscriber_url}/from-the-page")
+    await page.get_by_label("Message template (chat kinds only)").fill("")
+    await page.get_by_label("Description").fill("made in the dashboard")
+    await page.get_by_role("button", name="Create subscription").click()
+    secret = await page.locator("#new-secret").inner_text()
+    assert secret.startswith("whsec_")
+    sub_id = await page.locator("#created .mono").inner_text()
+    world.subscriber.secrets.append(secret)
+    await screenshots(page, "subscriptions")
+    row = page.locator(f"#sub-{sub_id}")
+    await row.get_by_role("button", name=f"Pause {sub_id}").click()
+    await expect(row.locator("[data-field=status]")).to_have_text("paused")
+    await expect(page.locator("#new-secret")).to_have_count(0)  # shown once, never again
+    await row.get_by_role("button", name=f"Resume {sub_id}").click()
+    await expect(row.locator("[data-field=status]")).to_have_text("active")
+    before = len(world.subscriber.received)
+    await row.get_by_role("button", name=f"Send a test to {sub_id}").click()
+    await expect(page.get_by_role("status").first).to_contain_text("Test delivery")
+    deadline = time.monotonic() + 10
+    while not any(r.path == "/from-the-page" for r in world.subscriber.received[before:]):
+        assert time.monotonic() < deadline, "the test delivery did not arrive"
+        await asyncio.sleep(0.05)
+    arrived = [r for r in world.subscriber.received[before:] if r.path == "/from-the-page"]
+    assert arrived[0].verified is True and arrived[0].json["type"] == "job.test"
+    await row.get_by_role("button", name=f"Delete {sub_id}").click()
+    await expect(page.get_by_role("status").first).to_contain_text("is deleted")
+    await expect(row).to_have_count(0)
+    assert (await world.api.get(f"/v1/subscriptions/{sub_id}")).status_code == 404
+    await page.close()

@@ -1,0 +1,147 @@
+"""The subscriptions page: create (the secret shown once), pause, resume, test, delete."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from service import catalog, notify, outbox
+from service.http import deps
+from service.http.subscriptions import EVENT_NAMES, MAX_DESCRIPTION, MAX_URL
+
+# The same validation as POST/PATCH /v1/subscriptions: one set of rules for both.
+from service.http.subscriptions import _check_fields as check_fields
+from service.store.records import Subscription
+from service.ui import render
+from service.ui.session import PREFIX, UiError, checked
+
+PAGE = 100
+MAX_ID = 128
+
+
+def _context(subs: list[Subscription], **extra: Any) -> dict[str, Any]:
+    return {
+        "title": "Subscriptions",
+        "subscriptions": subs,
+        "kinds": notify.KINDS,
+        "event_names": EVENT_NAMES,
+        "default_events": outbox.TERMINAL_TYPES,
+        "models": tuple(catalog.MODELS),
+        "max_url": MAX_URL,
+        "max_description": MAX_DESCRIPTION,
+        "max_template": notify.MAX_TEMPLATE_CHARS,
+        "problems": [],
+        "form": {},
+        "created": None,
+        **extra,
+    }
+
+
+async def subscriptions_page(request: Request) -> Response:
+    """GET /ui/subscriptions: every subscription, newest first, and the form for a new one."""
+    relay = deps.relay_of(request)
+    subs = await relay.store.list_subscriptions(before=None, limit=PAGE)
+    notice = request.query_params.get("notice", "")[:200]
+    return render.page(request, "subscriptions.html", _context(subs, notice=notice))
+
+
+def _body(form: dict[str, str], events: list[str], models: list[str]) -> dict[str, Any]:
+    """The form as a POST /v1/subscriptions body."""
+    body: dict[str, Any] = {"url": form.get("url", "").strip(), "kind": form.get("kind", "")}
+    if events:
+        body["events"] = events
+    if models:
+        body["filter"] = {"models": models}
+    for name in ("description", "template"):
+        value = form.get(name, "").strip()
+        if value:
+            body[name] = value
+    return body
+
+
+async def create(request: Request, form: dict[str, str]) -> Response:
+    """POST /ui/subscriptions: validated as POST /v1/subscriptions is; a webhook's secret is
+    shown on the answer page, once."""
+    relay = deps.relay_of(request)
+    # each checkbox has a name of its own (`event:job.succeeded`): the form is a plain dict
+    events = [k.removeprefix("event:") for k, v in form.items() if k.startswith("event:")]
+    models = [k.removeprefix("model:") for k, v in form.items() if k.startswith("model:")]
+    body = _body(form, events, models)
+    fields, problems = await check_fields(
+        body,
+        creating=True,
+        kind=body["kind"],
+        allow_private=relay.settings.allow_private_targets,
+        resolve=relay.resolve,
+    )
+    if problems:
+        subs = await relay.store.list_subscriptions(before=None, limit=PAGE)
+        context = _context(subs, problems=problems, form=form)
+        return render.page(request, "subscriptions.html", context, status=422)
+    now = time.time()
+    sub = await relay.store.write(lambda tx: outbox.create_subscription(tx, fields, now))
+    subs = await relay.store.list_subscriptions(before=None, limit=PAGE)
+    created = sub.public(with_secret=True)
+    return render.page(request, "subscriptions.html", _context(subs, created=created), status=201)
+
+
+async def _found(request: Request) -> Subscription:
+    sub_id: str = request.path_params["id"]
+    sub = None
+    if len(sub_id) <= MAX_ID:
+        sub = await deps.relay_of(request).store.get_subscription(sub_id)
+    if sub is None:
+        raise UiError(404, f"no subscription {sub_id[:MAX_ID]!r}")
+    return sub
+
+
+def _back(message: str) -> Response:
+    notice = urllib.parse.urlencode({"notice": message})
+    return RedirectResponse(f"{PREFIX}/subscriptions?{notice}", status_code=303)
+
+
+async def pause(request: Request, form: dict[str, str]) -> Response:
+    """POST /ui/subscriptions/{id}/pause (`paused=1`) or resume (`paused=0`)."""
+    sub = await _found(request)
+    paused = form.get("paused") == "1"
+    now = time.time()
+    changes = {"paused": paused}
+    updated = await deps.relay_of(request).store.write(
+        lambda tx: outbox.update_subscription(tx, sub.id, changes, now)
+    )
+    if updated is None:
+        raise UiError(404, f"no subscription {sub.id!r}")
+    return _back(f"Subscription {sub.id} is {updated.status}.")
+
+
+async def send_test(request: Request, form: dict[str, str]) -> Response:
+    """POST /ui/subscriptions/{id}/test: a sample job.test delivery to this one only."""
+    sub = await _found(request)
+    now = time.time()
+    delivery = await deps.relay_of(request).store.write(lambda tx: outbox.send_test(tx, sub, now))
+    return _back(f"Test delivery {delivery.id} sent to {sub.id}.")
+
+
+async def delete(request: Request, form: dict[str, str]) -> Response:
+    """POST /ui/subscriptions/{id}/delete: its pending deliveries are canceled."""
+    sub = await _found(request)
+    now = time.time()
+    if not await deps.relay_of(request).store.write(
+        lambda tx: outbox.delete_subscription(tx, sub.id, now)
+    ):
+        raise UiError(404, f"no subscription {sub.id!r}")
+    return _back(f"Subscription {sub.id} is deleted.")
+
+
+ROUTES = [
+    Route("/subscriptions", render.guarded(subscriptions_page), methods=["GET"]),
+    Route("/subscriptions", render.guarded(checked(create)), methods=["POST"]),
+    Route("/subscriptions/{id}/pause", render.guarded(checked(pause)), methods=["POST"]),
+    Route("/subscriptions/{id}/test", render.guarded(checked(send_test)), methods=["POST"]),
+    Route("/subscriptions/{id}/delete", render.guarded(checked(delete)), methods=["POST"]),
+]
