@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from service.http import deps, stream
-from service.ui import deliveries, pages, render, session, subscriptions
+from service.ui import deliveries, pages, render, session, submit, subscriptions
 from service.ui.session import PREFIX, UiError
 
 
@@ -58,6 +58,7 @@ def mount() -> Mount:
         Route("/signout", render.guarded(session.checked(signout)), methods=["POST"]),
         *deliveries.ROUTES,
         *subscriptions.ROUTES,
+        *submit.ROUTES,
         Mount("/static", app=StaticFiles(directory=Path(__file__).with_name("static"))),
     ]
     return Mount(

@@ -355,3 +355,46 @@ async def test_subscriptions_are_created_paused_resumed_tested_and_deleted_from_
     await expect(row).to_have_count(0)
     assert (await world.api.get(f"/v1/subscriptions/{sub_id}")).status_code == 404
     await page.close()
+
+
+async def test_a_job_submitted_from_the_form_succeeds_on_its_page_without_reloading(
+    world: World,
+) -> None:
+    page = await world.context.new_page()
+    await page.goto("/ui/submit")
+    await page.get_by_label("Model", exact=True).select_option(MODEL)
+    await page.get_by_role("button", name="Choose").click()
+    field = page.get_by_label(re.compile(r"^image_url \(required\)"))
+    await field.fill(f"{world.media_url}/media/before.png")
+    await page.get_by_label("Metadata (a JSON object, optional)").fill('{"from": "form"}')
+    await page.get_by_role("button", name="Dry run").click()
+    await expect(page.locator("#dry-run")).to_contain_text("Dry run: valid")
+    newest = (await world.api.get("/v1/jobs", params={"limit": 1})).json()["data"][0]
+    assert newest["metadata"] != {"from": "form"}, "a dry run creates no job"
+    await screenshots(page, "submit")
+    # a bad value is named and the form kept
+    await page.get_by_label("Metadata (a JSON object, optional)").fill("[1, 2]")
+    await page.get_by_role("button", name="Submit", exact=True).click()
+    await expect(page.locator("#problems")).to_contain_text("metadata")
+    await expect(field).to_have_value(f"{world.media_url}/media/before.png")
+    await page.get_by_label("Metadata (a JSON object, optional)").fill('{"from": "form"}')
+    await page.get_by_role("button", name="Submit", exact=True).click()
+    await expect(page).to_have_url(re.compile(r"/ui/jobs/job_"))
+    job_id = page.url.rsplit("/", 1)[1]
+    await expect(page.locator("#status")).to_have_text(re.compile("submitting|queued"))
+    await page.evaluate("window.loadedOnce = true")
+    await _complete(world, job_id)
+    await expect(page.locator("#status")).to_have_text("succeeded", timeout=15_000)
+    await expect(page.locator("#after")).to_have_count(1)
+    widths = await page.evaluate(
+        """async () => Promise.all(["before", "after"].map(async (id) => {
+            const img = document.getElementById(id);
+            await img.decode();
+            return img.naturalWidth;
+        }))"""
+    )
+    assert widths == [64, 256]
+    assert await page.evaluate("window.loadedOnce") is True
+    job = (await world.api.get(f"/v1/jobs/{job_id}")).json()
+    assert job["metadata"] == {"from": "form"} and job["status"] == "succeeded"
+    await page.close()

@@ -1,12 +1,29 @@
 // One job's page: the before/after slider, "copy as curl", and the timeline growing live.
 "use strict";
 (function () {
-  const slider = document.getElementById("reveal");
-  const after = document.getElementById("after");
-  if (slider && after) {
-    const show = () => { after.style.clipPath = `inset(0 0 0 ${slider.value}%)`; };
-    slider.addEventListener("input", show);
-    show();
+  function compare() {
+    const slider = document.getElementById("reveal");
+    const after = document.getElementById("after");
+    if (slider && after) {
+      const show = () => { after.style.clipPath = `inset(0 0 0 ${slider.value}%)`; };
+      slider.addEventListener("input", show);
+      show();
+    }
+  }
+  compare();
+
+  // The outputs, cost and timings of a finished job are the server's to render: fetch this
+  // page once more and swap those parts in (the page itself is not reloaded).
+  async function refresh() {
+    const answer = await fetch(window.location.href, { credentials: "same-origin" });
+    if (!answer.ok) return;
+    const fresh = new DOMParser().parseFromString(await answer.text(), "text/html");
+    for (const id of ["job", "media", "caused"]) {
+      const now = document.getElementById(id);
+      const next = fresh.getElementById(id);
+      if (now && next) now.replaceWith(document.adoptNode(next));
+    }
+    compare();
   }
 
   const copy = document.getElementById("copy-curl");
@@ -64,9 +81,8 @@
       badge.textContent = status;
       badge.className = `badge s-${status}`;
       if (terminal.includes(status)) {
-        // the outputs, cost and timings are the server's to render: show them once, now
         source.close();
-        window.location.reload();
+        refresh();
       }
     }
   };
