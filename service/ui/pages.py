@@ -114,6 +114,7 @@ async def jobs_page(request: Request) -> Response:
     provider = _choice(request, "provider", PROVIDERS)
     meta = _metadata_filter(request)
     before = deps.Query("before", "A job's seq: only older jobs.", default=0).read(request) or None
+    paged = before is not None
     now = time.time()
     found: list[Job] = []
     scanned = 0
@@ -147,7 +148,8 @@ async def jobs_page(request: Request) -> Response:
         "older": older,
         "filters": filters,
         "metadata": request.query_params.get("metadata", ""),
-        "filtered": any(filters.values()) or meta is not None,
+        # new jobs appear live on the first page without filters only
+        "filtered": any(filters.values()) or meta is not None or paged,
         "statuses": STATUSES,
         "models": tuple(catalog.MODELS),
         "providers": PROVIDERS,

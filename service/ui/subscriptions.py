@@ -16,12 +16,14 @@ from service.http.subscriptions import EVENT_NAMES, MAX_DESCRIPTION, MAX_URL
 
 # The same validation as POST/PATCH /v1/subscriptions: one set of rules for both.
 from service.http.subscriptions import _check_fields as check_fields
+from service.store import Tx
 from service.store.records import Subscription
 from service.ui import render
 from service.ui.session import PREFIX, UiError, checked
 
 PAGE = 100
 MAX_ID = 128
+MAX_RETRY = 500
 
 
 def _context(subs: list[Subscription], **extra: Any) -> dict[str, Any]:
@@ -138,10 +140,53 @@ async def delete(request: Request, form: dict[str, str]) -> Response:
     return _back(f"Subscription {sub.id} is deleted.")
 
 
+async def rotate(request: Request, form: dict[str, str]) -> Response:
+    """POST /ui/subscriptions/{id}/rotate: a new secret, shown once; the old one signs beside
+    it for 24 hours."""
+    relay = deps.relay_of(request)
+    sub = await _found(request)
+    if sub.kind != "webhook":
+        raise UiError(409, f"{sub.kind} subscriptions are not signed")
+    now = time.time()
+    rotated = await relay.store.write(lambda tx: outbox.rotate_secret(tx, sub.id, now))
+    if rotated is None:
+        raise UiError(404, f"no subscription {sub.id!r}")
+    subs = await relay.store.list_subscriptions(before=None, limit=PAGE)
+    created = rotated.public(with_secret=True)
+    context = _context(subs, created=created, rotated=True)
+    return render.page(request, "subscriptions.html", context)
+
+
+async def retry_failed(request: Request, form: dict[str, str]) -> Response:
+    """POST /ui/subscriptions/{id}/retry-failed: every failed delivery of it, sent again now
+    (up to MAX_RETRY at a time, the newest first)."""
+    relay = deps.relay_of(request)
+    sub = await _found(request)
+    failed = await relay.store.list_deliveries(
+        subscription_id=sub.id, status="failed", limit=MAX_RETRY
+    )
+    ids = [d.delivery.id for d in failed]
+    now = time.time()
+
+    async def unit(tx: Tx) -> int:
+        done = 0
+        for delivery_id in ids:
+            again = await outbox.retry_now(tx, delivery_id, now)
+            done += again is not None and again.status == "pending"
+        return done
+
+    count = await relay.store.write(unit) if ids else 0
+    return _back(f"{count} failed deliveries of {sub.id} are being retried.")
+
+
 ROUTES = [
     Route("/subscriptions", render.guarded(subscriptions_page), methods=["GET"]),
     Route("/subscriptions", render.guarded(checked(create)), methods=["POST"]),
     Route("/subscriptions/{id}/pause", render.guarded(checked(pause)), methods=["POST"]),
     Route("/subscriptions/{id}/test", render.guarded(checked(send_test)), methods=["POST"]),
     Route("/subscriptions/{id}/delete", render.guarded(checked(delete)), methods=["POST"]),
+    Route("/subscriptions/{id}/rotate", render.guarded(checked(rotate)), methods=["POST"]),
+    Route(
+        "/subscriptions/{id}/retry-failed", render.guarded(checked(retry_failed)), methods=["POST"]
+    ),
 ]

@@ -289,7 +289,24 @@ async def test_a_failed_delivery_is_retried_from_the_page(world: World) -> None:
     await page.reload()
     await expect(row.locator("[data-field=status]")).to_have_text("succeeded")
     assert world.subscriber.received[-1].verified is True
+    # bulk: every failed delivery of the subscription, retried from the subscriptions page
+    sub_id = sub.json()["id"]
+    world.subscriber.fail_next(500, count=4)
+    tests = [(await world.api.post(f"/v1/subscriptions/{sub_id}/test")).json()["id"] for _ in "ab"]
+    await wait_statuses(world, tests, "failed")
+    await page.goto("/ui/subscriptions")
+    await page.get_by_role("button", name=f"Retry the failed deliveries of {sub_id}").click()
+    await expect(page.get_by_role("status").first).to_contain_text("2 failed deliveries")
+    await wait_statuses(world, tests, "succeeded")
     await page.close()
+
+
+async def wait_statuses(world: World, delivery_ids: list[str], status: str) -> None:
+    deadline = time.monotonic() + 10
+    for delivery_id in delivery_ids:
+        while (await world.api.get(f"/v1/deliveries/{delivery_id}")).json()["status"] != status:
+            assert time.monotonic() < deadline, f"{delivery_id} is not {status}"
+            await asyncio.sleep(0.05)
 
 
 async def test_a_form_post_without_the_csrf_token_is_refused(world: World) -> None:
@@ -350,6 +367,20 @@ async def test_subscriptions_are_created_paused_resumed_tested_and_deleted_from_
         await asyncio.sleep(0.05)
     arrived = [r for r in world.subscriber.received[before:] if r.path == "/from-the-page"]
     assert arrived[0].verified is True and arrived[0].json["type"] == "job.test"
+    # a new secret, shown once: the next delivery verifies with it alone
+    await row.get_by_role("button", name=f"Rotate the secret of {sub_id}").click()
+    rotated = await page.locator("#new-secret").inner_text()
+    assert rotated.startswith("whsec_") and rotated != secret
+    world.subscriber.secrets.remove(secret)
+    world.subscriber.secrets.append(rotated)
+    before = len(world.subscriber.received)
+    await row.get_by_role("button", name=f"Send a test to {sub_id}").click()
+    deadline = time.monotonic() + 10
+    while not any(r.path == "/from-the-page" for r in world.subscriber.received[before:]):
+        assert time.monotonic() < deadline, "the test delivery did not arrive"
+        await asyncio.sleep(0.05)
+    signed = [r for r in world.subscriber.received[before:] if r.path == "/from-the-page"]
+    assert signed[0].verified is True
     await row.get_by_role("button", name=f"Delete {sub_id}").click()
     await expect(page.get_by_role("status").first).to_contain_text("is deleted")
     await expect(row).to_have_count(0)
