@@ -179,7 +179,48 @@ async def retry_failed(request: Request, form: dict[str, str]) -> Response:
     return _back(f"{count} failed deliveries of {sub.id} are being retried.")
 
 
+def sample_event(now: float) -> dict[str, Any]:
+    """A job.succeeded notification like the ones a subscription will get (for the preview)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 42))
+    return {
+        "type": "job.succeeded",
+        "timestamp": stamp,
+        "data": {
+            "id": "job_preview",
+            "model": "pixazo/seedvr-image",
+            "status": "succeeded",
+            "progress": 1.0,
+            "outputs": [{"url": "https://cdn.example.com/upscaled.png", "media_type": "image/png"}],
+            "error": None,
+            "metadata": {"customer": "acme"},
+            "provider": "pixazo",
+            "provider_job_id": "seedvr-upscale_preview",
+            "cost": 0.02,
+            "created_at": started,
+            "updated_at": stamp,
+        },
+    }
+
+
+async def preview(request: Request) -> Response:
+    """GET /ui/subscriptions/preview?kind=&template=: the body a chat tool would be sent for a
+    sample job.succeeded, or the template's problems (read-only: no form, no CSRF)."""
+    kind = request.query_params.get("kind", "slack")
+    if kind not in notify.KINDS:
+        raise UiError(400, f"kind: unknown value {kind[:64]!r}")
+    template = request.query_params.get("template", "").strip() or None
+    if template is not None and len(template) > notify.MAX_TEMPLATE_CHARS:
+        raise UiError(400, f"template: at most {notify.MAX_TEMPLATE_CHARS} characters")
+    problems = notify.validate_template(template) if template is not None else []
+    if kind == "webhook" and template is not None:
+        problems = ["webhook bodies are fixed; templates are for chat", *problems]
+    body = None if problems else notify.render(kind, sample_event(time.time()), template)
+    return deps.JSON({"kind": kind, "problems": problems, "body": body})
+
+
 ROUTES = [
+    Route("/subscriptions/preview", render.guarded(preview), methods=["GET"]),
     Route("/subscriptions", render.guarded(subscriptions_page), methods=["GET"]),
     Route("/subscriptions", render.guarded(checked(create)), methods=["POST"]),
     Route("/subscriptions/{id}/pause", render.guarded(checked(pause)), methods=["POST"]),

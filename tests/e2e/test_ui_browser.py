@@ -338,9 +338,17 @@ async def test_subscriptions_are_created_paused_resumed_tested_and_deleted_from_
 ) -> None:
     page = await world.context.new_page()
     await page.goto("/ui/subscriptions")
+    # the template previews live, rendered by the relay as a delivery would be
+    template = page.get_by_label("Message template (chat kinds only)")
+    await page.get_by_label("Kind", exact=True).select_option("slack")
+    await template.fill("{status_emoji} {data.model} done for {data.metadata.customer}")
+    await expect(page.locator("#preview-body")).to_contain_text("pixazo/seedvr-image done for acme")
+    await template.fill("{data.model")
+    await expect(page.locator("#preview-body")).to_contain_text("Problems:")
+    await page.get_by_label("Kind", exact=True).select_option("webhook")
     # a webhook takes no template: refused with the problem named, the form kept
     await page.get_by_label("URL").fill(f"{world.subscriber_url}/from-the-page")
-    await page.get_by_label("Message template (chat kinds only)").fill("{data.model} done")
+    await template.fill("{data.model} done")
     await page.get_by_role("button", name="Create subscription").click()
     await expect(page.locator("#problems")).to_contain_text("template: webhook bodies are fixed")
     await expect(page.get_by_label("URL")).to_have_value(f"{world.subscriber_url}/from-the-page")

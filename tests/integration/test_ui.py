@@ -44,6 +44,9 @@ async def test_bad_input_to_the_dashboard_gets_4xx_pages(start_relay: StartRelay
             "/ui/deliveries?subscription_id=" + "s" * 200,
             "/ui/events/stream?after=x",
             "/ui/events/stream?type=%3Cscript%3E",
+            "/ui/subscriptions/preview?kind=bogus",
+            "/ui/subscriptions/preview?template=" + "x" * 5000,
+            "/ui/submit?model=nope",
         ]
         for path in gets:
             answer = await client.get(path)
