@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.sim.pixazo import PixazoSim
+from service.sim.scenario import ScenarioSim
 from service.sim.server import serve
 from service.sim.subscriber import Subscriber
 from tests.e2e.harness import Service, service
@@ -35,14 +36,28 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 TOKEN = "ui-browser-test-token-0123456789"
 WIDTHS = {"narrow": 375, "wide": 1440}
+# `UI_DOCS_SCREENSHOTS=1 pytest tests/e2e/test_ui_browser.py` also refreshes the README's
+# pictures under docs/ (committed; the artifacts are not)
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOC_SHOTS = {  # name: (file, what the picture starts at)
+    "jobs": ("dashboard-jobs.png", "body"),
+    "job": ("dashboard-job.png", "#media"),
+    "deliveries": ("dashboard-deliveries.png", "body"),
+}
 MODEL = "pixazo/seedvr-image"
 
 
 def png(width: int, height: int) -> bytes:
-    """A real RGB PNG (a diagonal gradient), so a browser decodes it to its natural size."""
+    """A real RGB PNG (rings over a gradient), so a browser decodes it to its natural size and
+    the input's coarser pixels show beside the output's."""
+
+    def pixel(x: int, y: int) -> tuple[int, int, int]:
+        u, v = x / width, y / height
+        ring = int(((u - 0.5) ** 2 + (v - 0.5) ** 2) ** 0.5 * 24) % 2
+        return int(255 * u), int(200 * v) if ring else 40, 160 if ring else 230
+
     rows = b"".join(
-        b"\0" + bytes(c for x in range(width) for c in (x * 255 // width, y * 255 // height, 128))
-        for y in range(height)
+        b"\0" + bytes(c for x in range(width) for c in pixel(x, y)) for y in range(height)
     )
 
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -95,6 +110,11 @@ async def screenshots(page: Page, name: str) -> None:
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"{name} scrolls sideways at {width} px"
+    if os.environ.get("UI_DOCS_SCREENSHOTS") == "1" and name in DOC_SHOTS:
+        file, start = DOC_SHOTS[name]
+        await page.set_viewport_size({"width": 1024, "height": 640})
+        await page.evaluate("(start) => document.querySelector(start).scrollIntoView()", start)
+        await page.screenshot(path=DOCS / file)
     await page.set_viewport_size({"width": WIDTHS["wide"], "height": 900})
 
 
@@ -104,11 +124,13 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     tmp = tmp_path_factory.mktemp("ui")
     # Jobs stay queued until a test completes them with outputs it chooses (real PNGs).
     pixazo = PixazoSim(queue_seconds=120, process_seconds=120)
+    scenario = ScenarioSim(queue_seconds=0.05, process_seconds=0.25)
     subscriber = Subscriber()
     media = Starlette(routes=[Route("/media/{name}", _image, methods=["GET"])])
     async with contextlib.AsyncExitStack() as stack:
         pixazo.base_url = await stack.enter_async_context(serve(pixazo.app))
         stack.push_async_callback(pixazo.aclose)
+        scenario.base_url = await stack.enter_async_context(serve(scenario.app))
         subscriber_url = await stack.enter_async_context(serve(subscriber.app))
         media_url = await stack.enter_async_context(serve(media))
         relay = await stack.enter_async_context(
@@ -117,6 +139,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
                 RELAY_API_TOKENS=f"another-token-abcdefghijkl,{TOKEN}",
                 PIXAZO_API_KEY=pixazo.api_key,
                 PIXAZO_BASE_URL=pixazo.base_url,
+                SCENARIO_API_KEY=scenario.api_key,
+                SCENARIO_API_SECRET=scenario.api_secret,
+                SCENARIO_BASE_URL=scenario.base_url,
                 RELAY_RETRY_SCHEDULE="0,0.05",
             )
         )
@@ -436,4 +461,19 @@ async def test_a_job_submitted_from_the_form_succeeds_on_its_page_without_reload
     assert await page.evaluate("window.loadedOnce") is True
     job = (await world.api.get(f"/v1/jobs/{job_id}")).json()
     assert job["metadata"] == {"from": "form"} and job["status"] == "succeeded"
+    await page.close()
+
+
+async def test_a_scenario_dry_run_shows_the_cost_first(world: World) -> None:
+    page = await world.context.new_page()
+    await page.goto("/ui/submit?model=scenario%2Fupscale-v3")
+    await page.get_by_label(re.compile(r"^image \(required\)")).fill(
+        f"{world.media_url}/media/before.png"
+    )
+    await page.get_by_role("button", name="Dry run (shows the cost)").click()
+    await expect(page.locator("#dry-run")).to_contain_text("Dry run: valid")
+    cost = await page.locator("#dry-run-cost").inner_text()
+    assert float(cost) > 0
+    listed = (await world.api.get("/v1/jobs", params={"model": "scenario/upscale-v3"})).json()
+    assert listed["data"] == [], "a dry run creates no job"
     await page.close()

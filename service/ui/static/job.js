@@ -5,7 +5,10 @@
     const slider = document.getElementById("reveal");
     const after = document.getElementById("after");
     if (slider && after) {
-      const show = () => { after.style.clipPath = `inset(0 0 0 ${slider.value}%)`; };
+      const show = () => {
+        after.style.clipPath = `inset(0 0 0 ${slider.value}%)`;
+        after.parentElement.style.setProperty("--reveal", `${slider.value}%`);
+      };
       slider.addEventListener("input", show);
       show();
     }
