@@ -101,8 +101,16 @@ def shot(name: str) -> Path:
     return ARTIFACTS / f"ui-{name}.png"
 
 
+UNLABELLED = """() => [...document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button')].filter(
+    (e) => !(e.labels && e.labels.length) && !e.getAttribute("aria-label")
+        && !(e.tagName === "BUTTON" && e.textContent.trim())).map((e) => e.outerHTML)"""
+
+
 async def screenshots(page: Page, name: str) -> None:
-    """The page at 375 px and at 1,440 px, each checked for a horizontal scroll bar."""
+    """The page at 375 px and at 1,440 px, each checked for a horizontal scroll bar; every
+    field labelled, every button named."""
+    assert await page.evaluate(UNLABELLED) == [], f"{name} has unlabelled controls"
     for label, width in WIDTHS.items():
         await page.set_viewport_size({"width": width, "height": 900})
         await page.screenshot(path=shot(f"{name}-{label}"), full_page=True)
@@ -195,6 +203,7 @@ async def test_sign_in(world: World) -> None:
     await page.goto("/ui/jobs")
     await expect(page).to_have_url(re.compile(r"/ui/signin\?next=%2Fui%2Fjobs$"))
     await screenshots(page, "signin")
+    await expect(page.get_by_label("API token")).to_be_focused()  # typing can start at once
     await page.get_by_label("API token").fill("not-the-token")
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("alert")).to_have_text("That token is not valid.")
@@ -202,6 +211,11 @@ async def test_sign_in(world: World) -> None:
     await page.get_by_role("button", name="Sign in").click()
     await expect(page).to_have_url(re.compile(r"/ui/jobs$"))
     await expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    # by keyboard: the first Tab reaches "Skip to content", which moves past the navigation
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#main")).to_be_focused()
     await page.close()
 
 
