@@ -28,9 +28,12 @@ async def deliveries_page(request: Request) -> Response:
     sub_id = request.query_params.get("subscription_id") or None
     if sub_id is not None and len(sub_id) > 128:
         raise UiError(400, "subscription_id: at most 128 characters")
+    before = deps.Query("before", "A delivery's seq: only older ones.", default=0).read(request)
     store = relay.store
-    if status is not None:
-        shown = await store.list_deliveries(subscription_id=sub_id, status=status, limit=PAGE)
+    if status is not None or before:
+        shown = await store.list_deliveries(
+            subscription_id=sub_id, status=status, before=before or None, limit=PAGE
+        )
     else:
         failed = await store.list_deliveries(subscription_id=sub_id, status="failed", limit=PAGE)
         rest = await store.list_deliveries(subscription_id=sub_id, limit=PAGE)
@@ -43,6 +46,8 @@ async def deliveries_page(request: Request) -> Response:
         "subscription_id": sub_id or "",
         "response_start": RESPONSE_START,
         "notice": request.query_params.get("notice", "")[:200],
+        # pages go on newest first; the failed-first view is one page (filter by status for more)
+        "older": shown[-1].delivery.seq if len(shown) == PAGE and (status or before) else None,
     }
     return render.page(request, "deliveries.html", context)
 

@@ -11,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from service import catalog, notify, outbox
+from service.errors import ApiError
 from service.http import deps
 from service.http.subscriptions import EVENT_NAMES, MAX_DESCRIPTION, MAX_URL
 
@@ -57,8 +58,17 @@ def _body(form: dict[str, str], events: list[str], models: list[str]) -> dict[st
     body: dict[str, Any] = {"url": form.get("url", "").strip(), "kind": form.get("kind", "")}
     if events:
         body["events"] = events
+    wanted: dict[str, Any] = {}
     if models:
-        body["filter"] = {"models": models}
+        wanted["models"] = models
+    raw = form.get("metadata", "").strip()
+    if raw:
+        try:
+            wanted["metadata"] = deps.parse_json(raw.encode())
+        except ApiError:
+            raise UiError(400, "metadata filter: not JSON") from None
+    if wanted:
+        body["filter"] = wanted
     for name in ("description", "template"):
         value = form.get(name, "").strip()
         if value:

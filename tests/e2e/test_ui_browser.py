@@ -393,10 +393,14 @@ async def test_subscriptions_are_created_paused_resumed_tested_and_deleted_from_
     await expect(page.get_by_label("URL")).to_have_value(f"{world.subscriber_url}/from-the-page")
     await page.get_by_label("Message template (chat kinds only)").fill("")
     await page.get_by_label("Description").fill("made in the dashboard")
+    await page.get_by_label(re.compile("^Only jobs with this metadata")).fill('{"team": "ui"}')
     await page.get_by_role("button", name="Create subscription").click()
     secret = await page.locator("#new-secret").inner_text()
     assert secret.startswith("whsec_")
     sub_id = await page.locator("#created .mono").inner_text()
+    made = (await world.api.get(f"/v1/subscriptions/{sub_id}")).json()
+    assert made["filter"] == {"metadata": {"team": "ui"}}
+    assert made["description"] == "made in the dashboard"
     world.subscriber.secrets.append(secret)
     await screenshots(page, "subscriptions")
     row = page.locator(f"#sub-{sub_id}")

@@ -41,6 +41,7 @@ async def test_bad_input_to_the_dashboard_gets_4xx_pages(start_relay: StartRelay
             "/ui/jobs/" + "x" * 300,
             "/ui/jobs/%FF%FE",
             "/ui/deliveries?status=lost",
+            "/ui/deliveries?before=x",
             "/ui/deliveries?subscription_id=" + "s" * 200,
             "/ui/events/stream?after=x",
             "/ui/events/stream?type=%3Cscript%3E",
@@ -108,3 +109,23 @@ async def test_without_tokens_the_dashboard_is_open(start_relay: StartRelay) -> 
         assert no_token.status_code == 403
         csrf = csrf_of(answer.text)
         assert (await client.post("/ui/deliveries/x/retry", data={"csrf": csrf})).status_code == 404
+
+
+async def test_deliveries_page_on_past_the_first_hundred(start_relay: StartRelay) -> None:
+    # nothing delivers: they all stay pending
+    running = await start_relay(workers=False, RELAY_ALLOW_PRIVATE_TARGETS="1")
+    sub = await running.client.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/x"})
+    assert sub.status_code == 201, sub.text
+    ids = [
+        (await running.client.post(f"/v1/subscriptions/{sub.json()['id']}/test")).json()["id"]
+        for _ in range(103)
+    ]
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        first = (await client.get("/ui/deliveries?status=pending")).text
+        shown = re.findall(r'id="delivery-([^"]+)"', first)
+        assert shown == ids[::-1][:100]
+        older = re.search(r'href="(/ui/deliveries\?[^"]+)">Older deliveries', first)
+        assert older is not None
+        second = (await client.get(older[1].replace("&amp;", "&"))).text
+        assert re.findall(r'id="delivery-([^"]+)"', second) == ids[::-1][100:]
+        assert "Older deliveries" not in second
