@@ -116,29 +116,26 @@ async def jobs_page(request: Request) -> Response:
     before = deps.Query("before", "A job's seq: only older jobs.", default=0).read(request) or None
     paged = before is not None
     now = time.time()
+    # pages of jobs newest first until a page of matches: the store filters status and model,
+    # the page the rest (provider, metadata), reading at most MAX_SCAN jobs for one answer
+    step = SCAN_PAGE if provider or meta else PAGE
     found: list[Job] = []
-    scanned = 0
-    more = False
-    while len(found) < PAGE and scanned < MAX_SCAN:
-        batch = await relay.store.list_jobs(
-            status=status, model=model, before=before, limit=SCAN_PAGE if provider or meta else PAGE
-        )
+    cursor, scanned, more = before, 0, False
+    while scanned < MAX_SCAN:
+        batch = await relay.store.list_jobs(status=status, model=model, before=cursor, limit=step)
         scanned += len(batch)
         for job in batch:
+            cursor = job.seq
             if (provider is None or job.provider == provider) and (
                 meta is None or _meta_matches(job, meta)
             ):
                 found.append(job)
                 if len(found) == PAGE:
                     break
-        if len(found) == PAGE:
-            more = True
+        more = len(batch) == step or (bool(batch) and cursor != batch[-1].seq)
+        if len(found) == PAGE or not more:
             break
-        if not batch or len(batch) < (SCAN_PAGE if provider or meta else PAGE):
-            break
-        before = batch[-1].seq
-        more = True
-    older = found[-1].seq if found and more else None
+    older = cursor if more else None
     counts, capped = await _counts(request, now)
     last_event = (await relay.store.counts()).last_event_id
     filters = {"status": status, "model": model, "provider": provider}

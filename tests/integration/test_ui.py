@@ -129,3 +129,39 @@ async def test_deliveries_page_on_past_the_first_hundred(start_relay: StartRelay
         second = (await client.get(older[1].replace("&amp;", "&"))).text
         assert re.findall(r'id="delivery-([^"]+)"', second) == ids[::-1][100:]
         assert "Older deliveries" not in second
+
+
+async def test_the_jobs_page_pages_and_filters_by_provider_and_metadata(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay(workers=False)
+    ids = []
+    for n in range(55):
+        body = {
+            "model": "pixazo/seedvr-image",
+            "input": {"image_url": f"https://img.example.com/{n}.png"},
+            "metadata": {"n": n, "batch": "even" if n % 2 == 0 else "odd"},
+        }
+        answer = await running.submit(body)
+        assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["id"])
+    newest = ids[::-1]
+
+    async def rows(path: str) -> tuple[list[str], str | None]:
+        async with httpx.AsyncClient(base_url=running.url) as client:
+            page = await client.get(path)
+        assert page.status_code == 200, page.text
+        older = re.search(r'href="(/ui/jobs\?[^"]*)">Older jobs', page.text)
+        return re.findall(r'<tr id="job-([^"]+)"', page.text), (
+            older[1].replace("&amp;", "&") if older else None
+        )
+
+    first, older = await rows("/ui/jobs")
+    assert first == newest[:50] and older is not None
+    assert await rows(older) == (newest[50:], None)
+    assert (await rows("/ui/jobs?provider=pixazo"))[0] == newest[:50]
+    assert await rows("/ui/jobs?provider=scenario") == ([], None)
+    assert await rows("/ui/jobs?metadata=n%3D7") == ([ids[7]], None)
+    even, older = await rows("/ui/jobs?metadata=batch%3Deven&provider=pixazo")
+    assert even == [i for i in newest if ids.index(i) % 2 == 0] and older is None
+    assert (await rows("/ui/jobs?metadata=missing"))[0] == []
