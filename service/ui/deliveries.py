@@ -12,8 +12,8 @@ from starlette.routing import Route
 from service import outbox
 from service.http import deps
 from service.http.deliveries import DELIVERY_STATUSES
-from service.ui import render
-from service.ui.session import PREFIX, UiError, checked
+from service.ui import PREFIX, render
+from service.ui.session import UiError, checked
 
 PAGE = 100
 RESPONSE_START = 200  # characters of each attempt's answer shown

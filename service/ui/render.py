@@ -15,7 +15,8 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from service.errors import ApiError, StorageUnavailable
-from service.ui.session import PREFIX, UiError, csrf_token
+from service.ui import PREFIX
+from service.ui.session import UiError, csrf_token
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from service.http.subscriptions import EVENT_NAMES, MAX_DESCRIPTION, MAX_URL
 from service.http.subscriptions import _check_fields as check_fields
 from service.store import Tx
 from service.store.records import Subscription
-from service.ui import render
-from service.ui.session import PREFIX, UiError, checked
+from service.ui import PREFIX, render
+from service.ui.session import UiError, checked
 
 PAGE = 100
 MAX_ID = 128
