@@ -165,3 +165,18 @@ async def test_the_jobs_page_pages_and_filters_by_provider_and_metadata(
     even, older = await rows("/ui/jobs?metadata=batch%3Deven&provider=pixazo")
     assert even == [i for i in newest if ids.index(i) % 2 == 0] and older is None
     assert (await rows("/ui/jobs?metadata=missing"))[0] == []
+
+
+async def test_a_video_job_page_has_a_player_for_the_input_and_each_output(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay()
+    body = {"model": "pixazo/seedvr-video", "input": {"video_url": "https://v.example.com/a.mp4"}}
+    job = (await running.submit(body)).json()
+    done = await running.wait_status(job["id"], {"succeeded"})
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        page = (await client.get(f"/ui/jobs/{job['id']}")).text
+    players = re.findall(r'<video controls preload="metadata" src="([^"]+)"', page)
+    assert players == ["https://v.example.com/a.mp4", done["outputs"][0]["url"]]
+    assert 'id="reveal"' not in page  # the slider is for images
+    assert 'id="before"' not in page
