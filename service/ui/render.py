@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,27 @@ def is_http(value: Any) -> bool:
     return isinstance(value, str) and value.lower().startswith(("http://", "https://"))
 
 
+def destination(url: str, kind: str) -> str:
+    """Where a subscription sends, as the page shows it: a chat webhook's path is its secret
+    (anyone holding it can post to the channel), so chat kinds show the host alone, and a
+    webhook its path without the query."""
+    parts = urllib.parse.urlsplit(url)
+    shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    if kind == "webhook":
+        shown += parts.path
+    else:
+        shown += "/…"
+    return shown[:120]
+
+
 def pretty(value: Any) -> str:
     """JSON for people: indented, keys in order given."""
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
-TEMPLATES.env.filters.update(when=when, iso=iso, seconds=seconds, money=money, pretty=pretty)
+TEMPLATES.env.filters.update(
+    when=when, iso=iso, seconds=seconds, money=money, pretty=pretty, destination=destination
+)
 TEMPLATES.env.tests["http"] = is_http
 
 

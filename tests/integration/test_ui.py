@@ -180,3 +180,19 @@ async def test_a_video_job_page_has_a_player_for_the_input_and_each_output(
     assert players == ["https://v.example.com/a.mp4", done["outputs"][0]["url"]]
     assert 'id="reveal"' not in page  # the slider is for images
     assert 'id="before"' not in page
+
+
+async def test_the_subscriptions_page_never_shows_a_chat_webhook_path_or_a_query(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay(workers=False, RELAY_ALLOW_PRIVATE_TARGETS="1")
+    for body in (
+        {"url": "http://127.0.0.1:9/services/T0/B0/sekrit-path", "kind": "slack"},
+        {"url": "http://127.0.0.1:9/hook?token=sekrit-query", "kind": "webhook"},
+    ):
+        made = await running.client.post("/v1/subscriptions", json=body)
+        assert made.status_code == 201, made.text
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        page = (await client.get("/ui/subscriptions")).text
+    assert "http://127.0.0.1:9/…" in page and "http://127.0.0.1:9/hook" in page
+    assert "sekrit" not in page
