@@ -196,3 +196,14 @@ async def test_the_subscriptions_page_never_shows_a_chat_webhook_path_or_a_query
         page = (await client.get("/ui/subscriptions")).text
     assert "http://127.0.0.1:9/…" in page and "http://127.0.0.1:9/hook" in page
     assert "sekrit" not in page
+
+
+async def test_the_session_cookie_is_secure_behind_an_https_public_url(
+    start_relay: StartRelay,
+) -> None:
+    for public, secure in (("https://relay.example", True), ("http://127.0.0.1:8000", False)):
+        running = await start_relay(RELAY_API_TOKENS=TOKEN, RELAY_PUBLIC_URL=public)
+        async with httpx.AsyncClient(base_url=running.url) as client:
+            cookie = (await client.get("/ui/signin")).headers["set-cookie"].lower()
+        assert ("; secure" in cookie) is secure, (public, cookie)
+        assert "httponly" in cookie and "samesite=strict" in cookie
