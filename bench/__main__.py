@@ -27,6 +27,7 @@ BENCHMARKS = {
     "pgdrivers": "8. PostgreSQL drivers",
     "postgres": "9. PostgreSQL",
     "submit": "10. Submissions",
+    "ui": "11. Dashboard",
 }
 
 

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
-from service import ledger, logs, netguard, outbox, owners, retention
+from service import ledger, logs, netguard, outbox, owners, retention, ui
 from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError, StorageUnavailable
@@ -200,6 +200,7 @@ def create_app(
                 routes=jobs.ROUTES + stream.ROUTES + subscriptions.ROUTES + deliveries.ROUTES,
                 middleware=[Middleware(jobs.BearerAuth, tokens=tokens)],
             ),
+            ui.mount(),  # the dashboard: its own session sign-in, never the API's bearer
         ],
         exception_handlers={
             ApiError: deps.api_error,

@@ -43,7 +43,7 @@ _FILTER = {
     },
     "additionalProperties": False,
 }
-# One table: _check_fields validates with it and the OpenAPI document is generated from it.
+# One table: check_fields validates with it and the OpenAPI document is generated from it.
 FIELDS: dict[str, Field] = {
     "url": Field(
         {"type": "string", "maxLength": MAX_URL, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
@@ -141,7 +141,7 @@ SECRET_SCHEMA: deps.Schema = {
 _TAGS = ("subscriptions",)
 
 
-async def _check_fields(
+async def check_fields(
     body: Any,
     *,
     creating: bool,
@@ -240,7 +240,7 @@ async def create(request: Request) -> Response:
     relay = deps.relay_of(request)
     body = await deps.read_json(request, relay.settings.max_body_bytes)
     kind = body.get("kind", "webhook") if isinstance(body, dict) else None
-    fields, problems = await _check_fields(
+    fields, problems = await check_fields(
         body,
         creating=True,
         kind=kind,
@@ -308,7 +308,7 @@ async def patch(request: Request) -> Response:
         raise invalid([Problem("kind", "cannot be changed; create a new subscription")])
     if isinstance(body, dict):
         body = {k: v for k, v in body.items() if k != "kind"}
-    changes, problems = await _check_fields(
+    changes, problems = await check_fields(
         body,
         creating=False,
         kind=sub.kind,

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from starlette.routing import Mount, Route
 
-from service import catalog
+from service import catalog, ui
 from service.http import callbacks, openapi, subscriptions
 from tests.conftest import Running, StartRelay
 
@@ -17,6 +17,8 @@ def served(routes: list[Any], prefix: str = "") -> set[tuple[str, str]]:
     """(path, method) of every route the app answers, walked independently of openapi.py."""
     out: set[tuple[str, str]] = set()
     for route in routes:
+        if isinstance(route, Mount) and prefix + route.path == ui.PREFIX:
+            continue  # the dashboard's HTML pages are not the API (tests/integration/test_ui.py)
         if isinstance(route, Mount):
             out |= served(route.routes, prefix + route.path)
         elif isinstance(route, Route):

@@ -102,7 +102,7 @@ def subscription_bodies(draw: st.DrawFn) -> dict[str, Any]:
 @example({"kind": "slack"}, False)  # a PATCH naming its kind: refused, as its schema says
 def test_subscription_validation_never_raises(body: Any, creating: bool) -> None:
     fields, problems = asyncio.run(
-        subscriptions._check_fields(body, creating=creating, kind="slack", allow_private=True)
+        subscriptions.check_fields(body, creating=creating, kind="slack", allow_private=True)
     )
     if not problems:
         assert catalog.conforms(body, subscriptions.body_schema(creating=creating))

@@ -1,0 +1,218 @@
+"""The jobs page and one job's page."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections import Counter
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service import catalog, outbox
+from service.http import deps
+from service.jobs import Status
+from service.store import Job
+from service.ui import render
+from service.ui.session import UiError
+
+PAGE = 50
+SCAN_PAGE = 500
+# Bounds on what one page load reads: filters the store cannot apply (provider, metadata)
+# and the 24-hour counts read pages of jobs, newest first, at most this many.
+MAX_SCAN = 2000
+DAY = 86_400
+PROVIDERS = ("pixazo", "scenario")
+STATUSES = tuple(str(s) for s in Status)
+TERMINAL = ("succeeded", "failed", "canceled")
+# The events that carry a job as notifications do: the pages update their rows from them.
+LIVE_TYPES = ("job.created", *outbox.NOTIFY_TYPES)
+# Every event type a job's timeline may gain (an EventSource hears only names it listens to).
+TIMELINE_TYPES = (
+    *LIVE_TYPES,
+    "job.submitted",
+    "job.progress",
+    "job.archived",
+    "job.archive_failed",
+    "callback.received",
+    "callback.rejected",
+    "callback.dropped",
+    "poll.error",
+)
+MAX_EVENTS = 500
+
+
+def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.query_params.get(name) or None
+    if value is not None and value not in allowed:
+        raise UiError(400, f"{name}: unknown value {value[:64]!r}")
+    return value
+
+
+def _metadata_filter(request: Request) -> tuple[str, str | None] | None:
+    """`key` or `key=value`: jobs whose metadata has the key (with that value, as text)."""
+    raw = request.query_params.get("metadata", "").strip()
+    if not raw:
+        return None
+    if len(raw) > 200:
+        raise UiError(400, "metadata: at most 200 characters")
+    key, eq, value = raw.partition("=")
+    return key.strip(), (value.strip() if eq else None)
+
+
+def _meta_matches(job: Job, wanted: tuple[str, str | None]) -> bool:
+    key, value = wanted
+    if key not in job.metadata:
+        return False
+    found = job.metadata[key]
+    return value is None or (found if isinstance(found, str) else json.dumps(found)) == value
+
+
+def row(job: Job, now: float) -> dict[str, Any]:
+    """What a jobs table row shows of a job."""
+    end = job.finished_at if job.finished_at is not None else now
+    return {
+        "id": job.id,
+        "model": job.model,
+        "provider": job.provider,
+        "status": str(job.status),
+        "progress": job.progress,
+        "cost": job.cost,
+        "created_at": job.created_at,
+        "duration": max(0.0, end - job.created_at),
+        "running": job.finished_at is None,
+        "metadata": job.metadata,
+    }
+
+
+async def _counts(request: Request, now: float) -> tuple[dict[str, int], bool]:
+    """Jobs created in the last 24 hours by status; True when there were more than MAX_SCAN."""
+    store = deps.relay_of(request).store
+    counts: Counter[str] = Counter()
+    before: int | None = None
+    scanned = 0
+    while scanned < MAX_SCAN:
+        batch = await store.list_jobs(status=None, model=None, before=before, limit=SCAN_PAGE)
+        for job in batch:
+            if job.created_at < now - DAY:
+                return dict(counts), False
+            counts[str(job.status)] += 1
+        scanned += len(batch)
+        if len(batch) < SCAN_PAGE:
+            return dict(counts), False
+        before = batch[-1].seq
+    return dict(counts), True
+
+
+async def jobs_page(request: Request) -> Response:
+    """GET /ui/jobs?status=&model=&provider=&metadata=&before=: newest first, live."""
+    relay = deps.relay_of(request)
+    status = _choice(request, "status", STATUSES)
+    model = _choice(request, "model", tuple(catalog.MODELS))
+    provider = _choice(request, "provider", PROVIDERS)
+    meta = _metadata_filter(request)
+    before = deps.Query("before", "A job's seq: only older jobs.", default=0).read(request) or None
+    paged = before is not None
+    now = time.time()
+    # pages of jobs newest first until a page of matches: the store filters status and model,
+    # the page the rest (provider, metadata), reading at most MAX_SCAN jobs for one answer
+    step = SCAN_PAGE if provider or meta else PAGE
+    found: list[Job] = []
+    cursor, scanned, more = before, 0, False
+    while scanned < MAX_SCAN:
+        batch = await relay.store.list_jobs(status=status, model=model, before=cursor, limit=step)
+        scanned += len(batch)
+        for job in batch:
+            cursor = job.seq
+            if (provider is None or job.provider == provider) and (
+                meta is None or _meta_matches(job, meta)
+            ):
+                found.append(job)
+                if len(found) == PAGE:
+                    break
+        more = len(batch) == step or (bool(batch) and cursor != batch[-1].seq)
+        if len(found) == PAGE or not more:
+            break
+    older = cursor if more else None
+    counts, capped = await _counts(request, now)
+    last_event = (await relay.store.counts()).last_event_id
+    filters = {"status": status, "model": model, "provider": provider}
+    context = {
+        "title": "Jobs",
+        "rows": [row(j, now) for j in found],
+        "older": older,
+        "filters": filters,
+        "metadata": request.query_params.get("metadata", ""),
+        # new jobs appear live on the first page without filters only
+        "filtered": any(filters.values()) or meta is not None or paged,
+        "statuses": STATUSES,
+        "models": tuple(catalog.MODELS),
+        "providers": PROVIDERS,
+        "counts": [(s, counts.get(s, 0)) for s in STATUSES],
+        "capped": capped,
+        "max_scan": MAX_SCAN,
+        "last_event": last_event,
+        "live_types": ",".join(LIVE_TYPES),
+    }
+    return render.page(request, "jobs.html", context)
+
+
+def curl_command(job: Job, base_url: str, with_token: bool) -> str:
+    """The job's submission as a `curl` command (the token read from $RELAY_API_TOKEN)."""
+    body: dict[str, Any] = {"model": job.model, "input": job.input}
+    if job.metadata:
+        body["metadata"] = job.metadata
+    if job.webhook:
+        body["webhook"] = job.webhook
+    if job.webhook_events:
+        body["webhook_events_filter"] = job.webhook_events
+    parts = [f"curl -sS -X POST {shlex.quote(base_url + '/v1/jobs')}"]
+    if with_token:
+        parts.append('-H "Authorization: Bearer $RELAY_API_TOKEN"')
+    parts.append("-H 'Content-Type: application/json'")
+    parts.append(f"-d {shlex.quote(json.dumps(body, ensure_ascii=False))}")
+    return " \\\n  ".join(parts)
+
+
+async def job_page(request: Request) -> Response:
+    """GET /ui/jobs/{id}: timeline, before and after, deliveries, provider ids and timings."""
+    relay = deps.relay_of(request)
+    job_id: str = request.path_params["id"]
+    job = await relay.store.get_job(job_id) if len(job_id) <= 128 else None
+    if job is None:
+        raise UiError(404, f"no job {job_id[:128]!r}")
+    events = await relay.store.events(job_id=job.id, limit=MAX_EVENTS)
+    sent = await relay.store.list_deliveries(job_id=job.id, limit=100)
+    spec = catalog.MODELS.get(job.model)
+    media_type = spec.media_type if spec is not None else "image"
+    source = job.input.get(spec.media_param) if spec is not None else None
+    outputs = [o for o in job.outputs if isinstance(o, dict)]
+    first = next((e.created_at for e in events if e.type == "job.queued"), None)
+    timings = [
+        ("Created", job.created_at),
+        ("Queued at the provider", first),
+        ("Finished", job.finished_at),
+        ("Last change", job.updated_at),
+    ]
+    end = job.finished_at if job.finished_at is not None else time.time()
+    context = {
+        "title": f"Job {job.id}",
+        "job": job,
+        "status": str(job.status),
+        "media_type": media_type,
+        "source": source,
+        "outputs": outputs,
+        "after": outputs[0]["url"] if outputs and render.is_http(outputs[0].get("url")) else None,
+        "events": events,
+        "last_event": events[-1].id if events else 0,
+        "more_events": len(events) == MAX_EVENTS,
+        "deliveries": sent,
+        "timings": timings,
+        "duration": max(0.0, end - job.created_at),
+        "terminal": str(job.status) in TERMINAL,
+        "curl": curl_command(job, relay.settings.public_url, bool(relay.settings.api_tokens)),
+        "live_types": ",".join(TIMELINE_TYPES),
+    }
+    return render.page(request, "job.html", context)

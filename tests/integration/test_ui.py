@@ -1,0 +1,209 @@
+"""The dashboard over real HTTP without a browser: sessions, CSRF, bad input (4xx, never 5xx)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from service.ui import session
+from tests.conftest import StartRelay
+
+TOKEN = "dashboard-token-0123456789abcdef"
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf-token" content="([^"]+)"', page)
+    assert found is not None, page[:500]
+    return found[1]
+
+
+async def signed_in(client: httpx.AsyncClient) -> str:
+    """Sign `client` in; the session's CSRF token."""
+    form = await client.get("/ui/signin")
+    answer = await client.post("/ui/signin", data={"csrf": csrf_of(form.text), "token": TOKEN})
+    assert answer.status_code == 303, answer.text
+    return csrf_of((await client.get("/ui/jobs")).text)
+
+
+async def test_bad_input_to_the_dashboard_gets_4xx_pages(start_relay: StartRelay) -> None:
+    running = await start_relay(RELAY_API_TOKENS=TOKEN)
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        csrf = await signed_in(client)
+        gets = [
+            "/ui/jobs?status=bogus",
+            "/ui/jobs?model=%00",
+            "/ui/jobs?provider=nope",
+            "/ui/jobs?before=-1",
+            "/ui/jobs?before=99999999999999999999999",
+            "/ui/jobs?before=%D9%A3",
+            "/ui/jobs?metadata=" + "k" * 201,
+            "/ui/jobs/" + "x" * 300,
+            "/ui/jobs/%FF%FE",
+            "/ui/deliveries?status=lost",
+            "/ui/deliveries?before=x",
+            "/ui/deliveries?subscription_id=" + "s" * 200,
+            "/ui/events/stream?after=x",
+            "/ui/events/stream?type=%3Cscript%3E",
+            "/ui/subscriptions/preview?kind=bogus",
+            "/ui/subscriptions/preview?template=" + "x" * 5000,
+            "/ui/submit?model=nope",
+        ]
+        for path in gets:
+            answer = await client.get(path)
+            assert 400 <= answer.status_code < 500, (path, answer.status_code)
+        retry = "/ui/deliveries/nope/retry"
+        posts: list[tuple[dict[str, str], bytes]] = [
+            ({"Content-Type": "application/json"}, b'{"csrf": "%s"}' % csrf.encode()),
+            ({"Content-Type": "application/x-www-form-urlencoded"}, b"csrf=\xff\xfe"),
+            ({"Content-Type": "application/x-www-form-urlencoded"}, b"a=" * 40_000),
+            ({"Content-Type": "application/x-www-form-urlencoded"}, b"&".join([b"a=1"] * 200)),
+            ({"Content-Type": "application/x-www-form-urlencoded"}, b"csrf=" + csrf.encode()),
+        ]
+        for headers, body in posts:
+            answer = await client.post(retry, content=body, headers=headers)
+            assert 400 <= answer.status_code < 500, (body[:40], answer.status_code)
+        # the page of a refusal is HTML with the reason, not the API's JSON envelope
+        page = await client.get("/ui/jobs?status=bogus")
+        assert page.status_code == 400
+        assert page.headers["content-type"].startswith("text/html")
+        assert "unknown value" in page.text
+
+
+async def test_sessions_end_when_their_token_is_removed_and_signout_clears_them(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay(RELAY_API_TOKENS=TOKEN, RELAY_SECRET="shared-relay-secret")
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        csrf = await signed_in(client)
+        assert (await client.get("/ui/jobs")).status_code == 200
+        kept = client.cookies[session.COOKIE]
+        # a session signed with another key is refused like none
+        forged = httpx.AsyncClient(base_url=running.url, cookies={session.COOKIE: "e30=.x.y"})
+        async with forged:
+            assert (await forged.get("/ui/jobs")).status_code == 303
+        out = await client.post("/ui/signout", data={"csrf": csrf})
+        assert out.status_code == 303 and out.headers["location"] == "/ui/signin"
+        assert (await client.get("/ui/jobs")).status_code == 303
+    # the same cookie, validly signed, once its token has left RELAY_API_TOKENS: refused
+    for tokens, status in ((TOKEN, 200), ("a-new-token-0123456789abcdef", 303)):
+        other = await start_relay(RELAY_API_TOKENS=tokens, RELAY_SECRET="shared-relay-secret")
+        async with httpx.AsyncClient(base_url=other.url, cookies={session.COOKIE: kept}) as again:
+            assert (await again.get("/ui/jobs")).status_code == status, tokens
+
+
+def test_the_session_key_is_derived_not_the_secret_itself() -> None:
+    key = session.session_key("relay-secret")
+    assert key != "relay-secret" and len(key) == 64
+    assert key != session.session_key("relay-secret2")
+
+
+async def test_without_tokens_the_dashboard_is_open(start_relay: StartRelay) -> None:
+    running = await start_relay()
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        answer = await client.get("/ui/jobs")
+        assert answer.status_code == 200 and "Sign out" not in answer.text
+        assert (await client.get("/ui/signin")).headers["location"] == "/ui/jobs"
+        # CSRF still guards every form, signed in or not
+        no_token = await client.post("/ui/deliveries/x/retry", data={"back": "/ui/jobs"})
+        assert no_token.status_code == 403
+        csrf = csrf_of(answer.text)
+        assert (await client.post("/ui/deliveries/x/retry", data={"csrf": csrf})).status_code == 404
+
+
+async def test_deliveries_page_on_past_the_first_hundred(start_relay: StartRelay) -> None:
+    # nothing delivers: they all stay pending
+    running = await start_relay(workers=False, RELAY_ALLOW_PRIVATE_TARGETS="1")
+    sub = await running.client.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/x"})
+    assert sub.status_code == 201, sub.text
+    ids = [
+        (await running.client.post(f"/v1/subscriptions/{sub.json()['id']}/test")).json()["id"]
+        for _ in range(103)
+    ]
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        first = (await client.get("/ui/deliveries?status=pending")).text
+        shown = re.findall(r'id="delivery-([^"]+)"', first)
+        assert shown == ids[::-1][:100]
+        older = re.search(r'href="(/ui/deliveries\?[^"]+)">Older deliveries', first)
+        assert older is not None
+        second = (await client.get(older[1].replace("&amp;", "&"))).text
+        assert re.findall(r'id="delivery-([^"]+)"', second) == ids[::-1][100:]
+        assert "Older deliveries" not in second
+
+
+async def test_the_jobs_page_pages_and_filters_by_provider_and_metadata(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay(workers=False)
+    ids = []
+    for n in range(55):
+        body = {
+            "model": "pixazo/seedvr-image",
+            "input": {"image_url": f"https://img.example.com/{n}.png"},
+            "metadata": {"n": n, "batch": "even" if n % 2 == 0 else "odd"},
+        }
+        answer = await running.submit(body)
+        assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["id"])
+    newest = ids[::-1]
+
+    async def rows(path: str) -> tuple[list[str], str | None]:
+        async with httpx.AsyncClient(base_url=running.url) as client:
+            page = await client.get(path)
+        assert page.status_code == 200, page.text
+        older = re.search(r'href="(/ui/jobs\?[^"]*)">Older jobs', page.text)
+        return re.findall(r'<tr id="job-([^"]+)"', page.text), (
+            older[1].replace("&amp;", "&") if older else None
+        )
+
+    first, older = await rows("/ui/jobs")
+    assert first == newest[:50] and older is not None
+    assert await rows(older) == (newest[50:], None)
+    assert (await rows("/ui/jobs?provider=pixazo"))[0] == newest[:50]
+    assert await rows("/ui/jobs?provider=scenario") == ([], None)
+    assert await rows("/ui/jobs?metadata=n%3D7") == ([ids[7]], None)
+    even, older = await rows("/ui/jobs?metadata=batch%3Deven&provider=pixazo")
+    assert even == [i for i in newest if ids.index(i) % 2 == 0] and older is None
+    assert (await rows("/ui/jobs?metadata=missing"))[0] == []
+
+
+async def test_a_video_job_page_has_a_player_for_the_input_and_each_output(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay()
+    body = {"model": "pixazo/seedvr-video", "input": {"video_url": "https://v.example.com/a.mp4"}}
+    job = (await running.submit(body)).json()
+    done = await running.wait_status(job["id"], {"succeeded"})
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        page = (await client.get(f"/ui/jobs/{job['id']}")).text
+    players = re.findall(r'<video controls preload="metadata" src="([^"]+)"', page)
+    assert players == ["https://v.example.com/a.mp4", done["outputs"][0]["url"]]
+    assert 'id="reveal"' not in page  # the slider is for images
+    assert 'id="before"' not in page
+
+
+async def test_the_subscriptions_page_never_shows_a_chat_webhook_path_or_a_query(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay(workers=False, RELAY_ALLOW_PRIVATE_TARGETS="1")
+    for body in (
+        {"url": "http://127.0.0.1:9/services/T0/B0/sekrit-path", "kind": "slack"},
+        {"url": "http://127.0.0.1:9/hook?token=sekrit-query", "kind": "webhook"},
+    ):
+        made = await running.client.post("/v1/subscriptions", json=body)
+        assert made.status_code == 201, made.text
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        page = (await client.get("/ui/subscriptions")).text
+    assert "http://127.0.0.1:9/…" in page and "http://127.0.0.1:9/hook" in page
+    assert "sekrit" not in page
+
+
+async def test_the_session_cookie_is_secure_behind_an_https_public_url(
+    start_relay: StartRelay,
+) -> None:
+    for public, secure in (("https://relay.example", True), ("http://127.0.0.1:8000", False)):
+        running = await start_relay(RELAY_API_TOKENS=TOKEN, RELAY_PUBLIC_URL=public)
+        async with httpx.AsyncClient(base_url=running.url) as client:
+            cookie = (await client.get("/ui/signin")).headers["set-cookie"].lower()
+        assert ("; secure" in cookie) is secure, (public, cookie)
+        assert "httponly" in cookie and "samesite=strict" in cookie
