@@ -13,10 +13,7 @@ from starlette.routing import Route
 from service import catalog, notify, outbox
 from service.errors import ApiError
 from service.http import deps
-from service.http.subscriptions import EVENT_NAMES, MAX_DESCRIPTION, MAX_URL
-
-# The same validation as POST/PATCH /v1/subscriptions: one set of rules for both.
-from service.http.subscriptions import _check_fields as check_fields
+from service.http.subscriptions import EVENT_NAMES, MAX_DESCRIPTION, MAX_URL, check_fields
 from service.store import Tx
 from service.store.records import Subscription
 from service.ui import PREFIX, render
