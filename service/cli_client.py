@@ -29,7 +29,7 @@ def add_parsers(sub: Any) -> None:
     common.add_argument(
         "--url",
         default=argparse.SUPPRESS,
-        help="the relay (default $RELAY_URL or %(prog)s's http://127.0.0.1:8000)",
+        help="the relay ($RELAY_URL, else http://127.0.0.1:8000)",
     )
     common.add_argument("--token", default=argparse.SUPPRESS, help="API token ($RELAY_TOKEN)")
     common.add_argument(

@@ -97,8 +97,10 @@ def follow(relay: Client, job: dict[str, Any], limit: float, *, as_json: bool) -
                 if job["status"] in TERMINAL:
                     break
             else:
-                # the stream ended (its time was up, or the relay restarted): ask the job
+                # the stream ended (its time was up, or the relay is restarting): ask the job,
+                # and do not hammer a relay that ends streams at once
                 job = relay.call("GET", f"/v1/jobs/{job_id}")
+                time.sleep(0.2)
                 view.update(job["status"], float(job.get("progress") or 0))
     if job["status"] not in TERMINAL:
         print(

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.sim.chat import ChatSim
 from service.sim.media import MediaSim
@@ -66,7 +65,7 @@ def is_loopback(host: str) -> bool:
 
 
 class Sims:
-    """Every simulator behind one Starlette app, each under its own path."""
+    """Every simulator behind one ASGI app, each under its own path."""
 
     def __init__(self, base: str, queue_seconds: float, process_seconds: float) -> None:
         self.pixazo = PixazoSim(
@@ -83,15 +82,25 @@ class Sims:
         self.media = MediaSim()
         for asset_id, mime, name in ASSETS:
             self.scenario.add_asset(None, mime, name=name, asset_id=asset_id)
-        routes = [
-            Mount("/pixazo", app=self.pixazo.app),
-            Mount("/scenario", app=self.scenario.app),
-            Mount("/hook", app=self.hook.app),
-            Mount("/failing-hook", app=self.failing_hook.app),
-            *(Mount(f"/{kind}", app=chat.app) for kind, chat in self.chats.items()),
-            Mount("/", app=self.media.app),  # /media/{name}
+        self.prefixes: list[tuple[str, ASGIApp]] = [
+            ("/pixazo", self.pixazo.app),
+            ("/scenario", self.scenario.app),
+            ("/hook", self.hook.app),
+            ("/failing-hook", self.failing_hook.app),
+            *((f"/{kind}", chat.app) for kind, chat in self.chats.items()),
         ]
-        self.app = Starlette(routes=routes)
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass a request to the simulator its first path segment names (else the media)."""
+        path: str = scope.get("path", "")
+        for prefix, target in self.prefixes:
+            if path == prefix or path.startswith(f"{prefix}/"):
+                # as starlette's Mount does, but `/hook` itself reaches the receiver too
+                root = scope.get("root_path", "") + prefix
+                inner = dict(scope, root_path=root, path=root + (path[len(prefix) :] or "/"))
+                await target(inner, receive, send)
+                return
+        await self.media.app(scope, receive, send)
 
     async def aclose(self) -> None:
         """Stop the providers' background work (callbacks, uploads)."""
@@ -185,7 +194,9 @@ async def run(host: str, port: int, relay_url: str, token: str, timing: tuple[fl
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{sock.getsockname()[1]}"
     sims = Sims(base, *timing)
-    config = uvicorn.Config(sims.app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        sims.app, interface="asgi3", log_level="warning", access_log=False, lifespan="off"
+    )
     server = _Server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

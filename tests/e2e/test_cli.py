@@ -513,6 +513,7 @@ def test_deliveries_retry_sends_a_failed_delivery_again(live: SimRelay) -> None:
         while (first := api.get(f"/v1/deliveries/{msg}").json())["attempts"] < 1:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        assert first["last_status_code"] == 500  # the sim's failing receiver
         done = live.run("deliveries", "retry", msg)
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(f"{msg} pending")
@@ -582,3 +583,16 @@ def test_submit_wait_draws_a_progress_bar_on_a_terminal(live: SimRelay) -> None:
     text = seen.decode(errors="replace")
     assert "━" in text and "100%" in text, text
     assert "scenario/upscale-v3 succeeded" in text
+
+
+def test_sim_prints_what_its_receivers_get(live: SimRelay) -> None:
+    added = live.run("subscriptions", "add", live.env["HOOK_URL"], "--json")
+    sid = json.loads(added.stdout)["id"]
+    msg = live.run("subscriptions", "test", sid).stdout.split()[3]
+    deadline = time.monotonic() + 20
+    while "[webhook] received job.test" not in live.sim_out.read_text():
+        assert time.monotonic() < deadline, live.sim_out.read_text()
+        time.sleep(0.1)
+    delivered = live.run("deliveries", "--subscription", sid)
+    assert msg in delivered.stdout and "succeeded" in delivered.stdout
+    live.run("subscriptions", "remove", sid)
