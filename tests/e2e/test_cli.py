@@ -532,7 +532,9 @@ def test_tables_fit_an_80_column_terminal(live: SimRelay) -> None:
         ("pixazo/seedvr-video", "video_url=https://example.com/clip.mp4"),
     ):
         assert live.run("submit", model, media).returncode == 0
-    live.run("subscriptions", "add", f"{live.env['HOOK_URL']}/a/rather/long/path/to/a/receiver")
+    hook = f"{live.env['HOOK_URL']}/a/rather/long/path/to/a/receiver"
+    sid = json.loads(live.run("subscriptions", "add", hook, "--json").stdout)["id"]
+    assert live.run("subscriptions", "test", sid).returncode == 0  # a delivery to list
     with _api(live) as api:
         ids = {
             path: [item["id"] for item in api.get(path).json()["data"]]
@@ -550,6 +552,11 @@ def test_tables_fit_an_80_column_terminal(live: SimRelay) -> None:
         assert max(len(line) for line in lines) <= 80, done.stdout
         for item in ids[path][:20]:
             assert item in done.stdout  # every id whole, never folded
+    first = live.run("jobs", "--limit", "1")
+    more = re.search(r"^more: add --cursor (\d+)$", first.stdout, re.M)
+    assert more, first.stdout
+    second = live.run("jobs", "--limit", "1", "--cursor", more.group(1))
+    assert ids["/v1/jobs"][0] in first.stdout and ids["/v1/jobs"][1] in second.stdout
     wide = live.run("deliveries", COLUMNS="160")
     assert "SUBSCRIPTION" in wide.stdout.splitlines()[0]
 

@@ -56,7 +56,7 @@ def commands(readme: str) -> list[str]:
     while i < len(lines):
         line = lines[i]
         if fence is None and line.startswith("#"):
-            quick_start = line.startswith("### Quick start")
+            quick_start = line.lstrip("#").strip().startswith("Quick start")
         if quick_start and fence is not None and CLI.match(line):
             out.append(line)
         elif line.startswith("```"):
