@@ -1,29 +1,54 @@
-"""Client commands of the command line: submit, jobs, subscriptions, deliveries (and sim)."""
+"""The client subcommands' arguments (submit, jobs, subscriptions, deliveries, sim).
+
+Only argparse here: the modules doing the work (httpx, rich, the simulators) are imported
+when a command runs, so `serve` and `--help` do not pay for them.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
+import importlib
 from collections.abc import Callable
 from typing import Any
 
-from service import cli_render as render
-from service.client import Client, RelayError, Unreachable, UsageError, base_url, pairs
+SIM_PORT = 8100
 
-# Exit codes: 0 done (the job succeeded), 1 refused by the relay or the job failed or was
-# canceled, 2 bad usage, 3 still running at --timeout, 4 the relay could not be reached.
-OK, FAILED, USAGE, RUNNING, UNREACHABLE = 0, 1, 2, 3, 4
-EVENT_PAGE = 100
-WIDE = 132  # columns
-Handler = Callable[[Client, argparse.Namespace], int]
+
+def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A handler imported from `module` when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        handler: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(module), name
+        )
+        return handler(args)
+
+    return run
+
+
+def _sim_parser(sub: Any) -> None:
+    sim = sub.add_parser(
+        "sim",
+        help="run simulated Pixazo, Scenario, subscribers and media on loopback (no keys)",
+        description="Run the provider and subscriber simulators on one loopback port until "
+        "Ctrl-C, and print the environment for an `upscale-relay serve` pointed at them.",
+    )
+    sim.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=SIM_PORT, help=f"default {SIM_PORT}")
+    sim.add_argument(
+        "--relay-url",
+        default="http://127.0.0.1:8000",
+        help="where the relay will listen, for Pixazo's callbacks (default http://127.0.0.1:8000)",
+    )
+    sim.add_argument("--token", help="the API token to print (default: a new random one)")
+    sim.add_argument("--queue-seconds", type=float, default=1.0, help="time queued (default 1)")
+    sim.add_argument("--process-seconds", type=float, default=4.0, help="processing (default 4)")
+    sim.set_defaults(run=_lazy("service.sim.run", "command"))
 
 
 def add_parsers(sub: Any) -> None:
     """Add the client subcommands (and `sim`) to the command line's subparsers."""
-    from service.sim import run as sim
-
-    sim.add_parser(sub)
+    _sim_parser(sub)
     # SUPPRESS: a subcommand's defaults would otherwise reset what its parent parsed
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -42,24 +67,24 @@ def add_parsers(sub: Any) -> None:
     submit.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
     submit.add_argument("--timeout", type=float, default=3600.0, help="with --wait, seconds")
-    submit.set_defaults(run=_client(cmd_submit))
+    submit.set_defaults(run=_lazy("service.cli_commands", "submit"))
 
     jobs = sub.add_parser("jobs", parents=[common], help="list jobs, newest first; jobs show ID")
     jobs.add_argument("--status")
     jobs.add_argument("--model")
     _paging(jobs)
-    jobs.set_defaults(run=_client(cmd_jobs))
+    jobs.set_defaults(run=_lazy("service.cli_commands", "jobs"))
     show = jobs.add_subparsers(dest="action", metavar="show ID").add_parser(
         "show", parents=[common], help="a job with its event timeline and outputs"
     )
     show.add_argument("id")
-    show.set_defaults(run=_client(cmd_show))
+    show.set_defaults(run=_lazy("service.cli_commands", "show"))
 
     subs = sub.add_parser(
         "subscriptions", parents=[common], help="list, add, pause, resume, test, remove"
     )
     _paging(subs)
-    subs.set_defaults(run=_client(cmd_subscriptions))
+    subs.set_defaults(run=_lazy("service.cli_commands", "subscriptions"))
     actions = subs.add_subparsers(dest="action", metavar="ACTION")
     add = actions.add_parser("add", parents=[common], help="subscribe a URL to job events")
     add.add_argument("url_", metavar="URL")
@@ -70,7 +95,7 @@ def add_parsers(sub: Any) -> None:
     add.add_argument("--model", action="append", default=[], help="only jobs of this model")
     add.add_argument("--template", help="a chat message template")
     add.add_argument("--description")
-    add.set_defaults(run=_client(cmd_subscription_add))
+    add.set_defaults(run=_lazy("service.cli_commands", "subscription_add"))
     for name, text in (
         ("pause", "hold its deliveries"),
         ("resume", "send its held deliveries"),
@@ -79,7 +104,7 @@ def add_parsers(sub: Any) -> None:
     ):
         one = actions.add_parser(name, parents=[common], help=text)
         one.add_argument("id")
-        one.set_defaults(run=_client(cmd_subscription_action))
+        one.set_defaults(run=_lazy("service.cli_commands", "subscription_action"))
 
     deliveries = sub.add_parser(
         "deliveries", parents=[common], help="list deliveries; deliveries retry ID"
@@ -87,254 +112,14 @@ def add_parsers(sub: Any) -> None:
     deliveries.add_argument("--status")
     deliveries.add_argument("--subscription", dest="subscription_id")
     _paging(deliveries)
-    deliveries.set_defaults(run=_client(cmd_deliveries))
+    deliveries.set_defaults(run=_lazy("service.cli_commands", "deliveries"))
     retry = deliveries.add_subparsers(dest="action", metavar="retry ID").add_parser(
         "retry", parents=[common], help="deliver again now, with a fresh schedule"
     )
     retry.add_argument("id")
-    retry.set_defaults(run=_client(cmd_retry))
+    retry.set_defaults(run=_lazy("service.cli_commands", "retry"))
 
 
 def _paging(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     parser.add_argument("--cursor", help="the next page, as printed under the table")
-
-
-def _client(handler: Handler) -> Callable[[argparse.Namespace], int]:
-    """A handler run with a client; errors become a message and an exit code, no traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            relay = Client(base_url(getattr(args, "url", None)), getattr(args, "token", None))
-        except UsageError as exc:
-            return _fail(str(exc), USAGE)
-        try:
-            return handler(relay, args)
-        except UsageError as exc:
-            return _fail(str(exc), USAGE)
-        except Unreachable as exc:
-            return _fail(str(exc), UNREACHABLE)
-        except RelayError as exc:
-            return _fail(_refusal(exc), FAILED)
-        except KeyboardInterrupt:
-            return _fail("interrupted", 130)
-        except BrokenPipeError:
-            # the reader left (`| head`): no traceback, and none at exit when flushing either
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return FAILED
-        finally:
-            relay.close()
-
-    return run
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"upscale-relay: {message}", file=sys.stderr)
-    return code
-
-
-def _refusal(exc: RelayError) -> str:
-    """The error envelope as lines: status, code, message, then each named problem."""
-    lines = [f"{exc.status} {exc.code}: {exc.message}"]
-    details = exc.details
-    if isinstance(details, list):
-        for item in details:
-            if isinstance(item, dict):
-                lines.append(f"  {item.get('field', '')}: {item.get('message', '')}")
-    elif isinstance(details, dict):
-        lines += [f"  {k}: {v}" for k, v in details.items()]
-    if exc.status == 401:
-        lines.append("  pass --token or set RELAY_TOKEN (one of the relay's RELAY_API_TOKENS)")
-    return "\n".join(lines)
-
-
-def _wants_json(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "json", False))
-
-
-def cmd_submit(relay: Client, args: argparse.Namespace) -> int:
-    """POST /v1/jobs; with --wait, follow the job and exit by its outcome."""
-    from service import cli_wait
-
-    body = {"model": args.model, "input": pairs(args.input), "metadata": pairs(args.meta)}
-    try:
-        job = relay.call("POST", "/v1/jobs", json=body)
-    except RelayError as exc:
-        # refused as given (422: nothing was created) is a usage error: fix the command
-        return _fail(_refusal(exc), USAGE if exc.status == 422 and not exc.job_id else FAILED)
-    if not args.wait:
-        if _wants_json(args):
-            render.dump(job)
-        else:
-            print(job["id"])
-            print(
-                f"{job['id']} {job['status']}: follow it with `upscale-relay jobs show "
-                f"{job['id']}`",
-                file=sys.stderr,
-            )
-        return OK
-    return cli_wait.follow(relay, job, args.timeout, as_json=_wants_json(args))
-
-
-def _page(relay: Client, path: str, args: argparse.Namespace, **params: Any) -> Any:
-    query = {k: v for k, v in params.items() if v} | {"limit": args.limit}
-    if args.cursor:
-        query["cursor"] = args.cursor
-    return relay.call("GET", path, params=query)
-
-
-def _listing(args: argparse.Namespace, page: Any, noun: str, headers: list[str], row: Any) -> int:
-    if _wants_json(args):
-        render.dump(page)
-        return OK
-    out = render.console()
-    items = page.get("data") or []
-    if not items:
-        filtered = any(getattr(args, k, None) for k in ("status", "model", "subscription_id"))
-        more = " match" if filtered else (" on this page" if args.cursor else " yet")
-        out.print(f"no {noun}{more}")
-        return OK
-    out.print(render.table(headers, [row(item) for item in items]))
-    if page.get("next_cursor"):
-        out.print(f"more: add --cursor {page['next_cursor']}")
-    return OK
-
-
-def cmd_jobs(relay: Client, args: argparse.Namespace) -> int:
-    """GET /v1/jobs as a table."""
-    page = _page(relay, "/v1/jobs", args, status=args.status, model=args.model)
-    return _listing(
-        args,
-        page,
-        "jobs",
-        ["ID", "STATUS", "MODEL", "DONE", "CREATED (UTC)"],
-        lambda j: [
-            j["id"],
-            render.styled(str(j.get("status"))),
-            str(j.get("model")),
-            render.percent(j.get("progress")),
-            render.short(j.get("created_at")),
-        ],
-    )
-
-
-def job_events(relay: Client, job_id: str) -> list[dict[str, Any]]:
-    """Every event of a job, page by page."""
-    events: list[dict[str, Any]] = []
-    after = "0"
-    while True:
-        query = {"after": after, "limit": EVENT_PAGE}
-        page = relay.call("GET", f"/v1/jobs/{job_id}/events", params=query)
-        events += page["data"]
-        if len(page["data"]) < EVENT_PAGE:
-            return events
-        after = str(page["next_cursor"])
-
-
-def cmd_show(relay: Client, args: argparse.Namespace) -> int:
-    """A job, its event timeline and outputs."""
-    job = relay.call("GET", f"/v1/jobs/{args.id}")
-    events = job_events(relay, args.id)
-    if _wants_json(args):
-        render.dump({"job": job, "events": events})
-        return OK
-    render.show_job(render.console(), job, events)
-    return OK
-
-
-def _sub_row(s: dict[str, Any]) -> list[str]:
-    status = str(s.get("status") or "")
-    return [
-        s["id"],
-        str(s.get("kind")),
-        render.styled(status),
-        ", ".join(s.get("events") or []),
-        str(s.get("url")),
-    ]
-
-
-def cmd_subscriptions(relay: Client, args: argparse.Namespace) -> int:
-    """GET /v1/subscriptions as a table."""
-    page = _page(relay, "/v1/subscriptions", args)
-    return _listing(
-        args, page, "subscriptions", ["ID", "KIND", "STATUS", "EVENTS", "URL"], _sub_row
-    )
-
-
-def cmd_subscription_add(relay: Client, args: argparse.Namespace) -> int:
-    """POST /v1/subscriptions; a webhook's secret is printed this once."""
-    body: dict[str, Any] = {"url": args.url_, "kind": args.kind}
-    if args.events:
-        body["events"] = [e.strip() for e in args.events.split(",") if e.strip()]
-    if args.model:
-        body["filter"] = {"models": args.model}
-    for name in ("template", "description"):
-        if getattr(args, name):
-            body[name] = getattr(args, name)
-    sub = relay.call("POST", "/v1/subscriptions", json=body)
-    if _wants_json(args):
-        render.dump(sub)
-        return OK
-    out = render.console()
-    out.print(render.table(["ID", "KIND", "STATUS", "EVENTS", "URL"], [_sub_row(sub)]))
-    if sub.get("secret"):
-        print(f"secret {sub['secret']}")
-        print("  verify deliveries with it (Standard Webhooks); it is not shown again here")
-    return OK
-
-
-def cmd_subscription_action(relay: Client, args: argparse.Namespace) -> int:
-    """pause | resume | test | remove one subscription."""
-    path = f"/v1/subscriptions/{args.id}"
-    if args.action == "remove":
-        relay.call("DELETE", path)
-        print(f"{args.id} removed")
-        return OK
-    if args.action == "test":
-        delivery = relay.call("POST", f"{path}/test")
-        print(f"{args.id}: test delivery {delivery['id']} {delivery.get('status', '')}".rstrip())
-        print(f"  see it with `upscale-relay deliveries --subscription {args.id}`")
-        return OK
-    sub = relay.call("PATCH", path, json={"paused": args.action == "pause"})
-    if _wants_json(args):
-        render.dump(sub)
-    else:
-        print(f"{args.id} {sub.get('status')}")
-    return OK
-
-
-def _delivery_row(d: dict[str, Any]) -> list[str]:
-    return [
-        d["id"],
-        render.styled(str(d.get("status"))),
-        str(d.get("event_type", "")),
-        str(d.get("attempts", "")),
-        str(d.get("last_status_code") or ""),
-        str(d.get("job_id") or ""),
-        str(d.get("subscription_id") or ""),
-    ]
-
-
-def cmd_deliveries(relay: Client, args: argparse.Namespace) -> int:
-    """GET /v1/deliveries as a table."""
-    page = _page(
-        relay,
-        "/v1/deliveries",
-        args,
-        status=args.status,
-        subscription_id=args.subscription_id,
-    )
-    headers = ["ID", "STATUS", "EVENT", "TRIES", "LAST", "JOB", "SUBSCRIPTION"]
-    # the job and subscription ids only where they fit whole (--subscription filters)
-    keep = len(headers) if render.console().width >= WIDE else 5
-    return _listing(args, page, "deliveries", headers[:keep], lambda d: _delivery_row(d)[:keep])
-
-
-def cmd_retry(relay: Client, args: argparse.Namespace) -> int:
-    """POST /v1/deliveries/{id}/retry."""
-    delivery = relay.call("POST", f"/v1/deliveries/{args.id}/retry")
-    if _wants_json(args):
-        render.dump(delivery)
-    else:
-        print(f"{delivery['id']} {delivery.get('status', '')}: delivering again now")
-    return OK

@@ -23,7 +23,6 @@ from service.sim.pixazo import PixazoSim
 from service.sim.scenario import ScenarioSim
 from service.sim.subscriber import Subscriber
 
-DEFAULT_PORT = 8100
 CHAT_KINDS = ("slack", "discord", "teams", "google_chat")
 # Fixed asset ids, so the README's examples can name them; "fail" makes Scenario's sim fail.
 ASSETS = (
@@ -31,27 +30,6 @@ ASSETS = (
     ("asset_sim_clip", "video/mp4", "clip.mp4"),
     ("asset_sim_fail", "image/png", "fail.png"),
 )
-
-
-def add_parser(sub: Any) -> None:
-    """The `sim` subcommand."""
-    sim = sub.add_parser(
-        "sim",
-        help="run simulated Pixazo, Scenario, subscribers and media on loopback (no keys)",
-        description="Run the provider and subscriber simulators on one loopback port until "
-        "Ctrl-C, and print the environment for an `upscale-relay serve` pointed at them.",
-    )
-    sim.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
-    sim.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
-    sim.add_argument(
-        "--relay-url",
-        default="http://127.0.0.1:8000",
-        help="where the relay will listen, for Pixazo's callbacks (default http://127.0.0.1:8000)",
-    )
-    sim.add_argument("--token", help="the API token to print (default: a new random one)")
-    sim.add_argument("--queue-seconds", type=float, default=1.0, help="time queued (default 1)")
-    sim.add_argument("--process-seconds", type=float, default=4.0, help="processing (default 4)")
-    sim.set_defaults(run=command)
 
 
 def is_loopback(host: str) -> bool:
