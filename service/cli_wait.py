@@ -74,6 +74,18 @@ def _apply(job: dict[str, Any], event: dict[str, Any]) -> None:
 
 def follow(relay: Client, job: dict[str, Any], limit: float, *, as_json: bool) -> int:
     """Follow `job` until it ends or `limit` seconds pass; 0 succeeded, 1 not, 3 running."""
+    try:
+        return _follow(relay, job, limit, as_json=as_json)
+    except KeyboardInterrupt:
+        print(
+            f"upscale-relay: stopped following {job['id']}, which goes on; see it with "
+            f"`upscale-relay jobs show {job['id']}`",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _follow(relay: Client, job: dict[str, Any], limit: float, *, as_json: bool) -> int:
     deadline = time.monotonic() + limit
     job_id = str(job["id"])
     err = Console(stderr=True, highlight=False)

@@ -603,3 +603,32 @@ def test_sim_prints_what_its_receivers_get(live: SimRelay) -> None:
     delivered = live.run("deliveries", "--subscription", sid)
     assert msg in delivered.stdout and "succeeded" in delivered.stdout
     live.run("subscriptions", "remove", sid)
+
+
+def test_ctrl_c_stops_following_and_leaves_the_job_running(live: SimRelay) -> None:
+    proc = subprocess.Popen(  # noqa: S603
+        [EXE, "submit", "scenario/upscale-v3", "image=asset_sim_photo", "--wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=live.cli_env(),
+    )
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:
+            if " job.queued " in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    job_id = re.search(r"stopped following (job_\w+), which goes on", err)
+    assert job_id, err
+    assert "Traceback" not in err
+    with _api(live) as api:
+        deadline = time.monotonic() + 20
+        while api.get(f"/v1/jobs/{job_id.group(1)}").json()["status"] != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
