@@ -1,4 +1,4 @@
-"""Command line: serve | demo | migrate-store | submit | jobs | subscriptions | deliveries."""
+"""Command line: serve | demo | migrate-store | sim | submit | jobs | subscriptions | deliveries."""
 
 from __future__ import annotations
 
@@ -51,22 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         help="postgresql://user:password@host:5432/db (must hold no relay data)",
     )
     maintenance.add_parsers(sub)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the relay (default $RELAY_URL or http://127.0.0.1:8000)")
-    common.add_argument("--token", help="an API token (default $RELAY_TOKEN)")
-    submit = sub.add_parser("submit", parents=[common], help="submit a job to a running relay")
-    submit.add_argument("model", help="e.g. pixazo/seedvr-image")
-    submit.add_argument("input", nargs="*", metavar="KEY=VALUE", help="input parameters")
-    submit.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
-    submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
-    submit.add_argument("--timeout", type=float, default=3600.0, help="with --wait, seconds")
-    jobs = sub.add_parser("jobs", parents=[common], help="list jobs, newest first")
-    jobs.add_argument("--status")
-    jobs.add_argument("--model")
-    sub.add_parser("subscriptions", parents=[common], help="list subscriptions")
-    deliveries = sub.add_parser("deliveries", parents=[common], help="list deliveries")
-    deliveries.add_argument("--status")
-    deliveries.add_argument("--subscription", dest="subscription_id")
+    from service import cli_client
+
+    # submit, jobs, subscriptions, deliveries and sim live in their own modules
+    cli_client.add_parsers(sub)
     return parser
 
 
@@ -186,9 +174,9 @@ def _serve(host: str, port: int, log_level: str) -> int:
 
 
 def _client_command(args: argparse.Namespace) -> int:
-    from service import client
-
-    return client.run(args)
+    # each of these subcommands set its handler (service/cli_client.py, service/sim/run.py)
+    result: int = args.run(args)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

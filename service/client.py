@@ -1,17 +1,48 @@
-"""Client commands: talk to a running relay over its HTTP API (submit, jobs, ...)."""
+"""A small synchronous client of a running relay's /v1 API, for the command line."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
-import time
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 TERMINAL = ("succeeded", "failed", "canceled")
+DEFAULT_URL = "http://127.0.0.1:8000"
+START_HINT = (
+    "Start it with `upscale-relay serve`; to try it without provider keys, run "
+    "`upscale-relay sim` and a `serve` with the environment it prints. "
+    "Or point --url (or RELAY_URL) at a running relay."
+)
+
+
+class UsageError(Exception):
+    """The command line itself is wrong (exit code 2)."""
+
+
+class Unreachable(Exception):
+    """No answer from the relay: not running, wrong address, or the network."""
+
+
+class RelayError(Exception):
+    """An error answer of the relay, from its error envelope."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    @property
+    def job_id(self) -> str | None:
+        """The job the refusal left behind (a provider's refusal fails a created job)."""
+        if isinstance(self.details, dict) and isinstance(self.details.get("job_id"), str):
+            return str(self.details["job_id"])
+        return None
 
 
 def _value(text: str) -> Any:
@@ -23,117 +54,91 @@ def _value(text: str) -> Any:
 
 
 def pairs(items: list[str]) -> dict[str, Any]:
-    """`key=value` arguments as a dict; ValueError names a malformed one."""
+    """`key=value` arguments as a dict; UsageError names a malformed one."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"expected key=value, got {item!r}")
+            raise UsageError(f"expected key=value, got {item!r}")
         out[key] = _value(value)
     return out
 
 
-class Client:
-    """A small synchronous client of the relay's /v1 API."""
+def base_url(url: str | None) -> str:
+    """The relay's URL from --url, RELAY_URL or the default; UsageError without a scheme."""
+    given = url or os.environ.get("RELAY_URL") or DEFAULT_URL
+    parts = urlsplit(given)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        where = "--url" if url else "RELAY_URL"
+        # the value is echoed only when it carries no credentials
+        shown = f" (got {given!r}; did you mean http://{given}?)" if "@" not in given else ""
+        raise UsageError(f"{where} must be an http:// or https:// URL{shown}")
+    return given.rstrip("/")
 
-    def __init__(self, url: str | None = None, token: str | None = None) -> None:
-        base = url or os.environ.get("RELAY_URL", "http://127.0.0.1:8000")
+
+class Client:
+    """The relay's /v1 API over one connection pool."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
         token = token or os.environ.get("RELAY_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=base.rstrip("/"), headers=headers, timeout=60)
+        self.url = url
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=60)
 
     def close(self) -> None:
         """Close the connections."""
         self.http.close()
 
+    def _unreachable(self, exc: httpx.TransportError) -> Unreachable:
+        reason = type(exc).__name__ if not str(exc) else str(exc)
+        return Unreachable(f"cannot reach the relay at {self.url} ({reason}). {START_HINT}")
+
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One request; raises SystemExit with the error envelope's message on failure."""
+        """One request; the answer's JSON, or RelayError / Unreachable."""
         try:
             answer = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise SystemExit(f"upscale-relay: cannot reach {self.http.base_url}: {exc}") from exc
-        body = answer.json() if answer.content else None
-        if answer.is_error:
-            error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-            detail = json.dumps(error.get("details"), indent=2) if error.get("details") else ""
-            raise SystemExit(
-                f"upscale-relay: {answer.status_code} {error.get('code', '')}: "
-                f"{error.get('message', answer.text)}\n{detail}".rstrip()
-            )
-        return body
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        return _body(answer)
+
+    def events(self, job_id: str, after: int, seconds: int) -> Iterator[dict[str, Any]]:
+        """A job's events after `after`, live from the event stream, for at most `seconds`."""
+        params: dict[str, Any] = {"job_id": job_id, "after": after, "max_seconds": seconds}
+        try:
+            with self.http.stream(
+                "GET", "/v1/events/stream", params=params, timeout=httpx.Timeout(60, read=90)
+            ) as answer:
+                if answer.is_error:
+                    answer.read()
+                    _body(answer)
+                data: list[str] = []
+                for line in answer.iter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        yield json.loads("\n".join(data))
+                        data = []
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
 
 
-def _show(value: Any) -> None:
-    json.dump(value, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
-
-
-def submit(
-    client: Client,
-    model: str,
-    params: dict[str, Any],
-    metadata: dict[str, Any],
-    wait: bool,
-    limit: float,
-) -> int:
-    """POST /v1/jobs; with `wait`, follow the job's events until it is terminal."""
-    job = client.call(
-        "POST", "/v1/jobs", json={"model": model, "input": params, "metadata": metadata}
-    )
-    print(f"{job['id']} {job['status']}", file=sys.stderr)
-    if not wait:
-        _show(job)
-        return 0
-    deadline = time.monotonic() + limit
-    after = 0
-    while job["status"] not in TERMINAL:
-        if time.monotonic() > deadline:
-            print(f"{job['id']} still {job['status']} after {limit:g} s", file=sys.stderr)
-            return 1
-        page = client.call("GET", f"/v1/jobs/{job['id']}/events", params={"after": after})
-        for event in page["data"]:
-            print(f"  {event['type']} [{event['source']}]", file=sys.stderr)
-        after = int(page["next_cursor"])
-        job = client.call("GET", f"/v1/jobs/{job['id']}")
-        if job["status"] not in TERMINAL:
-            time.sleep(0.5)
-    _show(job)
-    return 0 if job["status"] == "succeeded" else 1
-
-
-def listing(client: Client, path: str, params: dict[str, Any], columns: list[str]) -> int:
-    """GET a list route and print one row per item."""
-    page = client.call("GET", path, params={k: v for k, v in params.items() if v})
-    for item in page["data"]:
-        print("  ".join(str(item.get(c, "")) for c in columns))
-    return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run a client command parsed by service.cli."""
-    relay = Client(args.url, args.token)
+def _body(answer: httpx.Response) -> Any:
     try:
-        if args.command == "submit":
-            try:
-                params, meta = pairs(args.input), pairs(args.meta)
-            except ValueError as exc:
-                print(f"upscale-relay: {exc}", file=sys.stderr)
-                return 2
-            return submit(relay, args.model, params, meta, args.wait, args.timeout)
-        if args.command == "jobs":
-            return listing(
-                relay,
-                "/v1/jobs",
-                {"status": args.status, "model": args.model},
-                ["id", "status", "model", "created_at"],
-            )
-        if args.command == "subscriptions":
-            return listing(relay, "/v1/subscriptions", {}, ["id", "kind", "status", "url"])
-        return listing(
-            relay,
-            "/v1/deliveries",
-            {"status": args.status, "subscription_id": args.subscription_id},
-            ["id", "status", "event_type", "attempts", "last_status_code"],
+        body = answer.json() if answer.content else None
+    except ValueError:
+        raise RelayError(
+            answer.status_code,
+            "not_json",
+            "the answer is not JSON: is --url (or RELAY_URL) the relay's address?",
+        ) from None
+    if answer.is_error:
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict):
+            error = {"code": "http_error", "message": answer.reason_phrase}
+        raise RelayError(
+            answer.status_code,
+            str(error.get("code", "")),
+            str(error.get("message", "")),
+            error.get("details"),
         )
-    finally:
-        relay.close()
+    return body

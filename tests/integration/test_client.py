@@ -28,6 +28,7 @@ async def test_submit_wait_follows_the_job_to_its_end(
         "--meta",
         "tenant=acme",
         "--wait",
+        "--json",
         "--url",
         relay.url,
     )
@@ -41,12 +42,15 @@ async def test_submit_wait_follows_the_job_to_its_end(
 
 
 async def test_client_errors_are_clear(relay: Running, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit, match="422 invalid_request"):
-        await _run(capsys, "submit", "pixazo/seedvr-image", "upscale_factor=99", "--url", relay.url)
+    code, out, err = await _run(
+        capsys, "submit", "pixazo/seedvr-image", "upscale_factor=99", "--url", relay.url
+    )
+    assert (code, out) == (2, "")  # refused as given: nothing was created
+    assert err.startswith("upscale-relay: 422 invalid_request: ")
     code, _, err = await _run(capsys, "submit", "pixazo/seedvr-image", "oops", "--url", relay.url)
     assert code == 2
     assert "key=value" in err
     code, out, _ = await _run(capsys, "subscriptions", "--url", relay.url)
-    assert code == 0 and out == ""
+    assert code == 0 and out == "no subscriptions yet\n"
     code, out, _ = await _run(capsys, "deliveries", "--url", relay.url, "--status", "failed")
     assert code == 0
