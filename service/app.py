@@ -32,6 +32,7 @@ from service.http import (
     stream,
     subscriptions,
 )
+from service.metrics import Metrics, install
 from service.poller import Poller
 from service.providers import build as build_providers
 from service.state import Relay
@@ -51,8 +52,10 @@ async def start(
     settings: Settings,
     clock: Callable[[], float],
     resolve: netguard.Resolver = netguard.system_resolve,
+    metrics: Metrics | None = None,
 ) -> Relay:
     """Open the store, resolve the secret, build providers and workers (not started)."""
+    metrics = metrics or Metrics(streams=stream.open_streams)
     store = await open_store(settings.database, pool=settings.database_pool)
     secret = (
         str(settings.secret)
@@ -60,16 +63,26 @@ async def start(
         else await store.meta_get_or_set("relay_secret", lambda: secrets.token_urlsafe(32))
     )
     tokens = Tokens(secret, settings.callback_max_age)
-    webhook_secret = await store.write(outbox.service_secret)
+
+    async def first(tx: Tx) -> outbox.ServiceSecret:
+        install(tx, metrics)  # the units that end jobs observe their duration
+        return await outbox.service_secret(tx)
+
+    webhook_secret = await store.write(first)
     ssl_context = ssl.create_default_context()
-    providers, clients = build_providers(settings, ssl_context, resolve)
+    providers, clients = build_providers(settings, ssl_context, resolve, metrics.provider_calls)
+    metrics.set_providers(providers)
     owner = owner_id()
     # registered before anything can take a lease in this process's name
     heartbeat = owners.Heartbeat(store, owner, clock)
     await heartbeat.register()
     submitter = Submitter(store, providers, settings, tokens, clock, resolve, owner=owner)
-    poller = Poller(store, providers, settings, clock, owner, resume=submitter.resume)
-    deliverer = Deliverer(store, settings, clock, owner, webhook_secret, resolve=resolve)
+    poller = Poller(
+        store, providers, settings, clock, owner, resume=submitter.resume, metrics=metrics
+    )
+    deliverer = Deliverer(
+        store, settings, clock, owner, webhook_secret, resolve=resolve, metrics=metrics
+    )
     return Relay(
         settings,
         store,
@@ -83,6 +96,7 @@ async def start(
         resolve,
         heartbeat=heartbeat,
         clock=clock,
+        metrics=metrics,
     )
 
 
@@ -172,10 +186,13 @@ def create_app(
     `resolve` answers every lookup of a user-chosen target (tests pass a fake DNS).
     """
 
+    # one registry per app: several apps in one interpreter (the tests) count apart
+    metrics = Metrics(streams=stream.open_streams)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         logs.redact_access_log()
-        relay = await start(settings, clock, resolve)
+        relay = await start(settings, clock, resolve, metrics)
         app.state.relay = relay
         if relay.heartbeat is not None:
             relay.tasks.append(asyncio.create_task(relay.heartbeat.run_forever(), name="heartbeat"))
@@ -210,5 +227,5 @@ def create_app(
         lifespan=lifespan,
     )
     # Callbacks are the ingest hot path: served ahead of Starlette's middleware and router.
-    application.add_middleware(callbacks.PixazoCallbacks, state=application.state)
+    application.add_middleware(callbacks.PixazoCallbacks, state=application.state, metrics=metrics)
     return application

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from service import netguard, notify, outbound, outbox, retry, signing
 from service.config import Settings
+from service.metrics import Metrics
 from service.outbox import Attempt, Delivery, Subscription
 from service.store import Event, Store, Tx
 
@@ -80,7 +81,9 @@ class Deliverer:
         capacity: int = 512,
         resolve: netguard.Resolver | None = None,
         max_hosts: int = outbound.MAX_HOSTS,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self._store = store
         self._settings = settings
         self._clock = clock
@@ -215,7 +218,8 @@ class Deliverer:
                 attempt = Attempt(
                     None, 0.0, None, f"{type(exc).__name__}: {exc}", False, self._clock() + 60
                 )
-            await self._record(delivery, attempt, self._clock())
+            await self._record(delivery, attempt, now := self._clock())
+            self.metrics.delivery(delivery.kind, attempt, now - event.created_at)
         finally:
             # Each claim scans what is due: during a big fan-out, claim again once half the
             # slots are free rather than after every single delivery; and not at all when

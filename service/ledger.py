@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from service import confirm, jobs, owners
+from service import confirm, jobs, metrics, owners
 from service.jobs import CallbackReport, Report, Status
 from service.outbox import append_event
 from service.store import Event, Idempotent, Job, Tx
@@ -234,6 +234,7 @@ async def fail_job(
     await tx.jobs.fail(job_id, error, now)
     updated = await tx.jobs.get(job_id)
     assert updated is not None  # noqa: S101
+    metrics.job_ended(tx, updated, now)
     data = updated.notification_data()
     if details:
         data["details"] = details
@@ -272,6 +273,8 @@ async def _moved(
     tx: Tx, job: Job, report: Report, source: Source, now: float, extra: dict[str, Any] | None
 ) -> Event | None:
     """The event of a job moved to the report's state (once per state)."""
+    if report.status.terminal:
+        metrics.job_ended(tx, job, now)
     data = _data(job, report, extra)
     status = str(report.status)
     return await append_event(tx, job.id, "job." + status, source, now, data, status, job)

@@ -46,6 +46,8 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 Ids = Mapping[str, str]
 Params = Mapping[str, str]
+# Told of each request's outcome: method, url, HTTP status or None, error name, seconds.
+Observe = Callable[[str, str, int | None, str | None, float], None]
 
 
 class HTTPError(Exception):
@@ -295,7 +297,9 @@ class Client:
         connections: int,
         resolver: GuardedResolver | None = None,
         check_literals: bool = False,
+        observe: Observe | None = None,
     ) -> None:
+        self._observe = observe  # the metrics of a provider's calls (service.metrics)
         self._timeout = timeout
         self._ssl = ssl_context
         self._connections = connections
@@ -362,6 +366,9 @@ class Client:
             )
         except Exception as exc:
             error = translate(exc)
+            if self._observe is not None:
+                failed = type(error or exc).__name__
+                self._observe(method, url, None, failed, time.perf_counter() - started)
             if log.isEnabledFor(logging.INFO):
                 shown = error or exc
                 reason = f"{type(shown).__name__}: {shown}" if error else type(exc).__name__
@@ -370,6 +377,8 @@ class Client:
             if error is not None:
                 raise error from None
             raise
+        if self._observe is not None:
+            self._observe(method, url, response.status, None, time.perf_counter() - started)
         level = logging.DEBUG if response.status < 400 else logging.INFO
         if log.isEnabledFor(level):
             ms = (time.perf_counter() - started) * 1000
@@ -464,7 +473,11 @@ class Client:
 
 
 def provider_client(
-    timeout: float, ssl_context: ssl.SSLContext, *, connections: int = 32
+    timeout: float,
+    ssl_context: ssl.SSLContext,
+    *,
+    connections: int = 32,
+    observe: Observe | None = None,
 ) -> Client:
     """A client for a provider's operator-configured base URL: pooled, bounded, no redirects."""
     # One client is enough: aiohttp's pool does not slow down with concurrency as httpcore's
@@ -473,7 +486,7 @@ def provider_client(
     limits = aiohttp.ClientTimeout(
         connect=timeout, sock_connect=min(timeout, 10.0), sock_read=timeout
     )
-    return Client(timeout=limits, ssl_context=ssl_context, connections=connections)
+    return Client(timeout=limits, ssl_context=ssl_context, connections=connections, observe=observe)
 
 
 def guarded_client(

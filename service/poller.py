@@ -11,53 +11,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from service import confirm, jobs, ledger, retry
 from service.config import Settings
 from service.jobs import Report, Status
+from service.metrics import Metrics
 from service.providers.base import Provider, ProviderError
 from service.store import Job, Store, Tx
 
 log = logging.getLogger(__name__)
-
-
-class Lateness:
-    """How late polls start after their due time: count, the worst, and a few buckets."""
-
-    BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0)
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.total = 0.0
-        self.worst = 0.0
-        self.buckets = [0] * len(self.BUCKETS)
-
-    def observe(self, seconds: float) -> None:
-        """Count one poll that started `seconds` after it was due."""
-        seconds = max(0.0, seconds)
-        self.count += 1
-        self.total += seconds
-        self.worst = max(self.worst, seconds)
-        for i, bound in enumerate(self.BUCKETS):
-            if seconds <= bound:
-                self.buckets[i] += 1
-
-    def prometheus(self) -> list[str]:
-        """The histogram in Prometheus text."""
-        name = "relay_poll_lateness_seconds"
-        lines = [
-            f"# HELP {name} How long after its due time a poll started.",
-            f"# TYPE {name} histogram",
-        ]
-        lines += [
-            f'{name}_bucket{{le="{b:g}"}} {n}'
-            for b, n in zip(self.BUCKETS, self.buckets, strict=True)
-        ]
-        lines += [
-            f'{name}_bucket{{le="+Inf"}} {self.count}',
-            f"{name}_sum {self.total:.6f}",
-            f"{name}_count {self.count}",
-            "# HELP relay_poll_lateness_max_seconds The latest a poll has started.",
-            "# TYPE relay_poll_lateness_max_seconds gauge",
-            f"relay_poll_lateness_max_seconds {self.worst:.6f}",
-        ]
-        return lines
 
 
 def _quiet(job: Job, report: Report | None) -> bool:
@@ -84,7 +42,9 @@ class Poller:
         owner: str,
         rand: Callable[[], float] = random.random,
         resume: Callable[[Job, float], Awaitable[None]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self._resume = resume
         self._store = store
         self._providers = providers
@@ -106,7 +66,6 @@ class Poller:
         self._tick = min(0.05, settings.poll_min / 40)
         self._quiet: list[tuple[float, str, str]] = []
         self._claiming = True
-        self.stats = Lateness()
         # Confirmation polls come leased in the callback's transaction, once the loop runs;
         # those handed over while every slot is busy wait here for one (same cap).
         self._handoff = confirm.PollHandoff(owner, self._lease, self._open, self.hand_off)
@@ -163,6 +122,7 @@ class Poller:
         except Exception as exc:  # a bad answer must not stop the job's schedule
             log.exception("polling %s failed", job.id)
             error = f"{type(exc).__name__}: {exc}"
+        self.metrics.poll(job.provider, report is not None)
         now = self._clock()
         next_at = self._schedule(job, now, retry_after)
         timed_out = now - job.created_at > self._settings.job_timeout
@@ -221,7 +181,7 @@ class Poller:
 
         claimed, due = await self._store.write(unit)
         for seconds in late:
-            self.stats.observe(seconds)
+            self.metrics.poll_late(provider, seconds)
         return claimed, due
 
     async def run_once(self, now: float | None = None) -> int:
@@ -270,7 +230,7 @@ class Poller:
         provider = self._providers.get(job.provider)
         if not self._claiming or provider is None:
             return  # a drain has begun: the lease is released with the others at its end
-        self.stats.observe(self._clock() - due)
+        self.metrics.poll_late(job.provider, self._clock() - due)
         if len(self._running[job.provider]) < self._settings.poll_concurrency:
             self._start(job.provider, provider, job)
         else:

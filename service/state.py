@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from service import netguard, outbound, outbox, owners
 from service.config import Settings
 from service.delivery import Deliverer
+from service.metrics import Metrics
 from service.poller import Poller
 from service.providers.base import Provider
 from service.store import Store
@@ -38,3 +39,4 @@ class Relay:
     clock: Callable[[], float] = time.time
     # set when a drain begins (SIGTERM, or the lifespan's end): the loop time it must end by
     drain_deadline: float | None = None
+    metrics: Metrics = field(default_factory=Metrics)

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service import ledger, providers, store
 from service.errors import ApiError
 from service.http import deps
+from service.metrics import Metrics
 from service.tokens import ExpiredToken
 
 if TYPE_CHECKING:
@@ -30,9 +31,10 @@ class PixazoCallbacks:
     to the wrapped app.
     """
 
-    def __init__(self, app: ASGIApp, state: State) -> None:
+    def __init__(self, app: ASGIApp, state: State, metrics: Metrics | None = None) -> None:
         self.app = app
         self.state = state
+        self.metrics = metrics or Metrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
@@ -52,6 +54,7 @@ class PixazoCallbacks:
             status = 500
             answer = ApiError(500, "internal_error", "the callback was not recorded").body()
         await _respond(send, status, answer, headers)
+        self.metrics.callback(status, answer)
 
     async def _handle(self, scope: Scope, receive: Receive, token: str) -> tuple[int, Any]:
         relay: Relay = self.state.relay

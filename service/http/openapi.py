@@ -56,8 +56,8 @@ _BY_PATH: dict[tuple[str, str], deps.Operation] = {
         tags=("ops",),
     ),
     ("/metrics", "GET"): deps.Operation(
-        "Prometheus text: jobs, deliveries, subscriptions, events",
-        {200: ("Prometheus exposition text", None)},
+        "Prometheus metrics: this process's counters, the database's gauges",
+        {200: ("Prometheus text (OpenMetrics when the Accept header asks for it)", None)},
         auth=False,
         tags=("ops",),
     ),

@@ -49,7 +49,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text: jobs, deliveries and subscriptions by status, and the event count."""
+    """Prometheus text (OpenMetrics when asked): this process's counters, the database's gauges."""
     relay: Relay = request.app.state.relay
     token = relay.settings.metrics_token
     if token is not None:
@@ -65,30 +65,12 @@ async def metrics(request: Request) -> Response:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
+    # one read of the database per scrape, whichever process answers it
     counts = await relay.store.counts()
-    lines = ["# HELP relay_jobs Jobs by provider and status.", "# TYPE relay_jobs gauge"]
-    # sorted: the same text whatever order the engine grouped the rows in
-    for (provider, status), n in sorted(counts.jobs.items()):
-        lines.append(f'relay_jobs{{provider="{provider}",status="{status}"}} {n}')
-    lines += ["# HELP relay_deliveries Deliveries by status.", "# TYPE relay_deliveries gauge"]
-    for status, n in sorted(counts.deliveries.items()):
-        lines.append(f'relay_deliveries{{status="{status}"}} {n}')
-    lines += [
-        "# HELP relay_subscriptions Subscriptions by status.",
-        "# TYPE relay_subscriptions gauge",
-    ]
-    for status, n in sorted(counts.subscriptions.items()):
-        lines.append(f'relay_subscriptions{{status="{status}"}} {n}')
-    lines += [
-        "# HELP relay_callbacks_dropped_total Callbacks counted but not stored (per-job cap).",
-        "# TYPE relay_callbacks_dropped_total counter",
-        f"relay_callbacks_dropped_total {counts.callbacks_dropped}",
-        "# HELP relay_events_total Events recorded (the last cursor).",
-        "# TYPE relay_events_total counter",
-        f"relay_events_total {counts.last_event_id}",
-    ]
-    lines += relay.poller.stats.prometheus()
-    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    body, content_type = relay.metrics.render(
+        counts, relay.clock(), request.headers.get("accept", "")
+    )
+    return Response(body, media_type=content_type)
 
 
 ROUTES = [

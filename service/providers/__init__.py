@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from service import netguard, outbound
@@ -45,18 +46,24 @@ def build(
     settings: Settings,
     ssl_context: ssl.SSLContext,
     resolve: netguard.Resolver = netguard.system_resolve,
+    observe: Callable[[str], outbound.Observe] | None = None,
 ) -> tuple[dict[str, Provider], list[outbound.Client]]:
-    """The adapters whose credentials are configured, by catalog name, and the clients to close."""
+    """The adapters whose credentials are configured, by catalog name, and the clients to close;
+    `observe(name)` is told of each call to that provider (service.metrics)."""
     clients: list[outbound.Client] = []
     providers: dict[str, Provider] = {}
     if settings.pixazo_api_key is not None:
-        client = outbound.provider_client(settings.provider_timeout, ssl_context)
+        client = outbound.provider_client(
+            settings.provider_timeout, ssl_context, observe=observe and observe(Pixazo.name)
+        )
         clients.append(client)
         providers[Pixazo.name] = Pixazo(
             client, settings.pixazo_base_url, str(settings.pixazo_api_key)
         )
     if settings.scenario_api_key is not None and settings.scenario_api_secret is not None:
-        client = outbound.provider_client(settings.provider_timeout, ssl_context)
+        client = outbound.provider_client(
+            settings.provider_timeout, ssl_context, observe=observe and observe(Scenario.name)
+        )
         # Media URLs are the user's: fetched through the guarded client, never the provider's.
         media_client = outbound.guarded_client(
             settings.provider_timeout,

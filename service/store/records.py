@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from service.store.codec import iso
@@ -273,13 +273,17 @@ class DeliveryLog:
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """What /metrics counts: rows by status, dropped callbacks, the last event id."""
+    """What /metrics reads of the database: rows by status, dropped callbacks, the last event
+    id, jobs in flight and held back by provider, and when the oldest pending delivery began."""
 
     jobs: dict[tuple[str, str], int]  # (provider, status) -> jobs
     deliveries: dict[str, int]  # status -> deliveries
     subscriptions: dict[str, int]  # status -> subscriptions
     callbacks_dropped: int
     last_event_id: int
+    in_flight: dict[str, int] = field(default_factory=dict)  # provider -> jobs in flight
+    deferred: dict[str, int] = field(default_factory=dict)  # provider -> jobs held back by the cap
+    oldest_pending: float | None = None  # created_at of the oldest pending delivery
 
 
 @dataclass(frozen=True, slots=True)

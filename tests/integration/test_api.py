@@ -318,7 +318,7 @@ async def test_metrics_count_jobs_and_events(relay: Running) -> None:
     await relay.wait_status(job["id"], TERMINAL)
     async with httpx.AsyncClient(base_url=relay.url) as anon:
         text = (await anon.get("/metrics")).text
-    assert 'relay_jobs{provider="pixazo",status="succeeded"} 1' in text
+    assert 'relay_jobs{provider="pixazo",status="succeeded"} 1.0\n' in text
     assert "relay_events_total " in text
 
 

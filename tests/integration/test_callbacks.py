@@ -191,7 +191,7 @@ async def test_one_job_s_callbacks_cannot_grow_the_log_without_bound(
     assert added.count("callback.rejected") == 1
     assert added.count("callback.dropped") == 1
     metrics = (await relay.client.get("/metrics")).text
-    assert "relay_callbacks_dropped_total 51" in metrics  # 100 bodies, 49 of them stored
+    assert "relay_callbacks_dropped_total 51.0\n" in metrics  # 100 bodies, 49 of them stored
 
 
 async def test_expired_token_replays_are_recorded_once(

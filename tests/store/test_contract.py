@@ -254,6 +254,25 @@ async def test_counts_group_rows_by_status(store: Store) -> None:
     assert counts.last_event_id == (await store.events(limit=1000))[-1].id
 
 
+async def test_counts_show_jobs_in_flight_held_back_and_the_oldest_pending_delivery(
+    store: Store,
+) -> None:
+    await fill(store)  # three Pixazo jobs queued; their deliveries pending since NOW + 100
+    held = ledger.NewJob("job_0009", VIDEO, "scenario", {}, {}, None, None)
+    made = await store.write(
+        lambda tx: ledger.create_job(tx, held, NOW + 9, None, NOW + 60, cap=(0, 30.0))
+    )
+    assert made.job is not None and made.job.deferred
+    counts = await store.counts()
+    assert counts.in_flight.get("pixazo") == 3
+    assert counts.in_flight.get("scenario", 0) == 0
+    assert counts.deferred == {"scenario": 1}
+    assert counts.oldest_pending == NOW + 100
+    for d in await store.list_deliveries(limit=100):
+        await attempt(store, d.delivery.id, 200, NOW + 300)
+    assert (await store.counts()).oldest_pending is None
+
+
 # -- jobs, events and keys (read by the routes and the submitter) ---------------------------
 
 

@@ -439,11 +439,30 @@ class PostgresStore:
             r["status"]: int(r["n"])
             for r in await self._rows("SELECT status, count(*) AS n FROM subscriptions GROUP BY 1")
         }
+        # The in-flight slots (migration 008), the few jobs being submitted and one step down
+        # the (status, seq) index, in the same round trip as the totals.
         [totals] = await self._rows(
             "SELECT (SELECT coalesce(sum(callbacks_dropped), 0) FROM jobs) AS dropped,"
-            " (SELECT coalesce(max(id), 0) FROM events) AS last"
+            " (SELECT coalesce(max(id), 0) FROM events) AS last,"
+            " (SELECT coalesce(json_object_agg(provider, n), '{}') FROM (SELECT provider,"
+            " sum(n) AS n FROM in_flight GROUP BY 1) f) AS in_flight,"
+            " (SELECT coalesce(json_object_agg(provider, n), '{}') FROM (SELECT provider,"
+            " count(*) AS n FROM jobs WHERE status = 'submitting' AND deferred = 1"
+            " GROUP BY 1) d) AS deferred,"
+            " (SELECT created_at FROM deliveries WHERE status = 'pending' ORDER BY seq LIMIT 1)"
+            " AS oldest"
         )
-        return Counts(jobs, deliveries, subscriptions, int(totals["dropped"]), int(totals["last"]))
+        oldest = totals["oldest"]
+        return Counts(
+            jobs,
+            deliveries,
+            subscriptions,
+            int(totals["dropped"]),
+            int(totals["last"]),
+            {str(k): int(v) for k, v in totals["in_flight"].items()},
+            {str(k): int(v) for k, v in totals["deferred"].items()},
+            None if oldest is None else float(oldest),
+        )
 
     async def next_attempt_due(self) -> float | None:
         """The earliest time a pending delivery is due, or its subscription's next_send_at when

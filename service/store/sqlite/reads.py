@@ -103,7 +103,28 @@ def counts(conn: sqlite3.Connection) -> Counts:
     by_subscription = dict(conn.execute("SELECT status, count(*) FROM subscriptions GROUP BY 1"))
     dropped = conn.execute("SELECT sum(callbacks_dropped) FROM jobs").fetchone()[0] or 0
     last = conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0
-    return Counts(jobs, by_delivery, by_subscription, int(dropped), int(last))
+    # The trigger-kept counts (migration 008), the few jobs being submitted, and one step down
+    # the (status, seq) index: none of these grows with the history.
+    in_flight = {r[0]: int(r[1]) for r in conn.execute("SELECT provider, n FROM in_flight")}
+    deferred = dict(
+        conn.execute(
+            "SELECT provider, count(*) FROM jobs WHERE status = 'submitting' AND deferred = 1"
+            " GROUP BY 1"
+        )
+    )
+    oldest = conn.execute(
+        "SELECT created_at FROM deliveries WHERE status = 'pending' ORDER BY seq LIMIT 1"
+    ).fetchone()
+    return Counts(
+        jobs,
+        by_delivery,
+        by_subscription,
+        int(dropped),
+        int(last),
+        in_flight,
+        deferred,
+        float(oldest[0]) if oldest else None,
+    )
 
 
 def next_attempt_due(conn: sqlite3.Connection) -> float | None:
