@@ -103,6 +103,33 @@ async def test_two_processes_writing_at_once_keep_one_exact_count(
     assert await kept(store) == await kept(twin) == counted(engine, database) == 3 * 13
 
 
+async def test_admissions_at_once_never_pass_the_cap(
+    store: Store, twin: Store, engine: str, database: str
+) -> None:
+    """Submissions admitted at once, in two processes, each count the others' jobs: the cap
+    holds exactly (on PostgreSQL without the admission lock, 5 of 24 got in where 3 may)."""
+    held = await asyncio.gather(
+        *(_create(store if i % 2 else twin, f"job_{i}", cap=3) for i in range(24))
+    )
+    assert held.count(False) == 3
+    assert await kept(store) == counted(engine, database) == 3
+    # deferred jobs resumed at once are admitted against the same cap: two slots free up
+    admitted = [f"job_{i}" for i in range(24) if not held[i]]
+    for job_id in admitted[:2]:
+        await store.write(lambda tx, j=job_id: ledger.fail_job(tx, j, "x", "no", "api", NOW))
+    waiting = [f"job_{i}" for i in range(24) if held[i]]
+    taken = await asyncio.gather(
+        *(
+            (store if i % 2 else twin).write(
+                lambda tx, j=job_id: ledger.resume_deferred(tx, j, NOW, 3, NOW + 5, NOW + 60)
+            )
+            for i, job_id in enumerate(waiting)
+        )
+    )
+    assert sum(t is not None for t in taken) == 2
+    assert await kept(store) == counted(engine, database) == 3
+
+
 async def test_the_migration_counts_the_jobs_already_there(tmp_path: Path) -> None:
     path = str(tmp_path / "old.db")
     store = await open_store(path)

@@ -12,6 +12,10 @@ from service.jobs import Status
 from service.store.model import JOB_COLUMNS, Head, Idempotent, Job, _idem, dumps
 from service.store.schema import job_sets, states_before
 
+# pg_advisory_xact_lock(key, hashtext(provider)) of admission against the in-flight cap
+# ('rlyf'; the two-key form, whose key space is apart from the one-key locks)
+ADMIT_LOCK = 0x726C7966
+
 Conn = AsyncConnection[DictRow]
 
 
@@ -45,7 +49,16 @@ class Jobs:
     # -- submission ------------------------------------------------------------------------
 
     async def in_flight(self, provider: str) -> int:
-        """Jobs of a provider that it is working on now, or that are being submitted to it."""
+        """Jobs of a provider that it is working on now, or that are being submitted to it.
+
+        Read to admit a job against RELAY_MAX_IN_FLIGHT, so it first takes the provider's
+        admission lock, held to commit: two transactions admitting at once (two submissions,
+        two deferred jobs resumed) would each count the other's job as not yet there.
+        """
+        # A statement of its own: read committed takes the sum's snapshot after the wait.
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (ADMIT_LOCK, provider)
+        )
         # kept by triggers in the same transactions, over at most 16 slots (migration 008)
         cur = await self._conn.execute(
             "SELECT coalesce(sum(n), 0) AS n FROM in_flight WHERE provider = %s", (provider,)
