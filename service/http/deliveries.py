@@ -72,10 +72,16 @@ async def list_deliveries(request: Request) -> Response:
     job_id = JOB_ID.read(request) or None
     before = CURSOR.read(request) or None
     limit = LIMIT.read(request)
+    # one more than asked: a cursor only when another page really follows
     page = await relay.store.list_deliveries(
-        subscription_id=subscription_id, job_id=job_id, status=status, before=before, limit=limit
+        subscription_id=subscription_id,
+        job_id=job_id,
+        status=status,
+        before=before,
+        limit=limit + 1,
     )
-    cursor = str(page[-1].delivery.seq) if len(page) == limit else None
+    page, more = page[:limit], len(page) > limit
+    cursor = str(page[-1].delivery.seq) if more else None
     return deps.JSON({"data": [d.public() for d in page], "next_cursor": cursor})
 
 

@@ -272,8 +272,10 @@ async def list_all(request: Request) -> Response:
     limit = LIMIT.read(request)
     before = CURSOR.read(request) or None
 
-    subs = await relay.store.list_subscriptions(before=before, limit=limit)
-    cursor = str(subs[-1].seq) if len(subs) == limit else None
+    # one more than asked: a cursor only when another page really follows
+    subs = await relay.store.list_subscriptions(before=before, limit=limit + 1)
+    subs, more = subs[:limit], len(subs) > limit
+    cursor = str(subs[-1].seq) if more else None
     return deps.JSON({"data": [s.public() for s in subs], "next_cursor": cursor})
 
 

@@ -193,6 +193,25 @@ async def test_a_full_last_page_says_nothing_more_follows(relay: Running) -> Non
         assert len(last["data"]) == 1 and last["has_more"] is False
 
 
+async def test_subscription_and_delivery_pages_say_when_nothing_more_follows(
+    start_relay: StartRelay,
+) -> None:
+    relay = await start_relay(RELAY_ALLOW_PRIVATE_TARGETS="1")
+    for n in range(2):
+        body = {"url": f"http://127.0.0.1:9/hook{n}", "kind": "webhook"}
+        assert (await relay.client.post("/v1/subscriptions", json=body)).status_code == 201
+    for _ in range(2):
+        await relay.wait_status((await relay.submit(IMAGE_JOB)).json()["id"], TERMINAL)
+    get = relay.client.get
+    for path, count in (("/v1/subscriptions", 2), ("/v1/deliveries", 4)):
+        exact = (await get(path, params={"limit": count})).json()
+        assert len(exact["data"]) == count and exact["next_cursor"] is None, path
+        short = (await get(path, params={"limit": count - 1})).json()
+        assert short["next_cursor"] is not None, path
+        rest = (await get(path, params={"cursor": short["next_cursor"]})).json()
+        assert len(rest["data"]) == 1 and rest["next_cursor"] is None, path
+
+
 async def test_a_subscription_takes_the_documented_defaults(
     start_relay: StartRelay, serve_subscriber: ServeSubscriber
 ) -> None:
