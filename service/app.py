@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
-from service import ledger, logs, netguard, outbox, owners, retention, ui
+from service import ledger, logs, netguard, outbox, owners, retention
 from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError, StorageUnavailable
@@ -39,6 +39,7 @@ from service.state import Relay
 from service.store import Tx, open_store
 from service.submit import Submitter
 from service.tokens import Tokens
+from service.ui import entry as ui_entry
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def create_app(
                 routes=jobs.ROUTES + stream.ROUTES + subscriptions.ROUTES + deliveries.ROUTES,
                 middleware=[Middleware(jobs.BearerAuth, tokens=tokens)],
             ),
-            ui.mount(),  # the dashboard: its own session sign-in, never the API's bearer
+            ui_entry.mount(),  # the dashboard: its own session sign-in, never the API's bearer
         ],
         exception_handlers={
             ApiError: deps.api_error,

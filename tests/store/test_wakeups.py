@@ -31,9 +31,16 @@ async def test_a_committed_notify_wakes_this_processes_waiter(store: Store) -> N
 
 async def test_a_failed_unit_wakes_nobody(store: Store, twin: Store, engine: str) -> None:
     waiter = store.waiter("deliveries")
-    waiter.clear()
     far = twin.waiter("deliveries")
-    await asyncio.sleep(0.2)  # the twin's listener is up, and anything of before has landed
+    if engine in REACHES_OTHER_PROCESSES:
+        # both listeners up (a listener that connects late wakes every waiter to rescan):
+        # each has received the other's committed notify
+        for writer, woken in ((store, far), (twin, waiter)):
+            woken.clear()
+            await writer.write(lambda tx: notify(tx, "deliveries"))
+            await asyncio.wait_for(woken.wait(), 5.0)
+    await asyncio.sleep(0.2)  # anything of before has landed
+    waiter.clear()
     far.clear()
 
     async def broken(tx: Tx) -> None:
