@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
+from urllib.parse import quote
 
 import httpx
 
+from service import ledger
+from service.store.base import Tx
 from service.ui import session
 from tests.conftest import StartRelay
 
@@ -207,3 +211,34 @@ async def test_the_session_cookie_is_secure_behind_an_https_public_url(
             cookie = (await client.get("/ui/signin")).headers["set-cookie"].lower()
         assert ("; secure" in cookie) is secure, (public, cookie)
         assert "httponly" in cookie and "samesite=strict" in cookie
+
+
+async def test_jobs_filters_and_24_hour_counts_reach_past_the_newest_two_thousand(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay(workers=False)
+    now = time.time()
+
+    async def unit(tx: Tx) -> None:
+        # the first job is the only "old" one, under 2,100 newer ones; one more is two days old
+        for n in range(2_101):
+            new = ledger.NewJob(
+                f"job_f{n:05d}",
+                "pixazo/seedvr-image",
+                "pixazo",
+                {"image_url": "https://img.example.com/a.png"},
+                {"batch": "old" if n == 0 else "new"},
+                None,
+                None,
+            )
+            created = now - 172_800 if n == 1 else now - 3_600 + n * 0.1
+            await ledger.create_job(tx, new, created, None, now + 3_600)
+
+    await running.relay.store.write(unit)
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        page = (await client.get("/ui/jobs?metadata=batch%3Dold")).text
+        everything = (await client.get("/ui/jobs")).text
+        bad = await client.get("/ui/jobs?metadata=" + quote('a"b=1'))
+    assert re.findall(r'<tr id="job-([^"]+)"', page) == ["job_f00000"]
+    assert '<span class="n" data-count="submitting">2100</span>' in everything
+    assert bad.status_code == 400 and "metadata key" in bad.text
