@@ -380,10 +380,30 @@ async def test_subscriptions_are_created_paused_resumed_tested_and_deleted_from_
     # the template previews live, rendered by the relay as a delivery would be
     template = page.get_by_label("Message template (chat kinds only)")
     await page.get_by_label("Kind", exact=True).select_option("slack")
-    await template.fill("{status_emoji} {data.model} done for {data.metadata.customer}")
-    await expect(page.locator("#preview-body")).to_contain_text("pixazo/seedvr-image done for acme")
+    look = page.locator("#preview-look")
+    await template.fill("{status_emoji} {data.model} done for *{data.metadata.customer}*")
+    # drawn as Slack shows it: the header block, the text with its bold, the fields
+    await expect(look.locator(".slack .sl-header")).to_have_text("✅ Upscale succeeded")
+    await expect(look.locator(".slack .sl-text").first).to_contain_text(
+        "pixazo/seedvr-image done for acme"
+    )
+    await expect(look.locator(".slack .sl-text strong")).to_have_text("acme")
+    await expect(page.locator("#preview-body")).to_contain_text('"blocks"')
+    await template.press_sequentially(" <b>now</b>", delay=5)
+    await expect(look.locator(".slack .sl-text").first).to_contain_text("acme bnow/b")
+    await page.get_by_label("Kind", exact=True).select_option("discord")
+    await expect(look.locator(".discord .dc-embed.c-green .dc-title")).to_contain_text(
+        "Upscale succeeded: pixazo/seedvr-image"
+    )
+    await expect(look.locator(".discord .dc-content")).to_contain_text("<b>now</b>")
+    await page.get_by_label("Kind", exact=True).select_option("teams")
+    await expect(look.locator(".teams .tm-facts")).to_contain_text("customer")
+    await page.get_by_label("Kind", exact=True).select_option("google_chat")
+    await expect(look.locator(".gchat .gc-title")).to_have_text("✅ Upscale succeeded")
+    await screenshots(page, "subscription-preview")
     await template.fill("{data.model")
-    await expect(page.locator("#preview-body")).to_contain_text("Problems:")
+    await expect(look).to_contain_text("Problems:")
+    await expect(look.locator(".chat")).to_have_count(0)
     await page.get_by_label("Kind", exact=True).select_option("webhook")
     # a webhook takes no template: refused with the problem named, the form kept
     await page.get_by_label("URL").fill(f"{world.subscriber_url}/from-the-page")

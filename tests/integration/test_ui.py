@@ -242,3 +242,29 @@ async def test_jobs_filters_and_24_hour_counts_reach_past_the_newest_two_thousan
     assert re.findall(r'<tr id="job-([^"]+)"', page) == ["job_f00000"]
     assert '<span class="n" data-count="submitting">2100</span>' in everything
     assert bad.status_code == 400 and "metadata key" in bad.text
+
+
+async def test_the_template_preview_draws_each_chat_tools_message_escaped(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay(workers=False)
+    template = "{status_emoji} **{data.model}** *{data.id}* <script>x</script> `{data.status}`"
+    looks = {
+        "slack": ('class="chat slack"', 'class="sl-header"', "<code>succeeded</code>"),
+        "discord": ('class="dc-embed c-green"', "<strong>pixazo/seedvr-image</strong>"),
+        "teams": ('class="tm-facts"', '<a class="chat-button" href="https://cdn.example.com/'),
+        "google_chat": ('class="gc-card"', "<strong>job_preview</strong>"),
+        "webhook": ('<pre class="code">',),
+    }
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        for kind, wanted in looks.items():
+            query = {"kind": kind, "template": "" if kind == "webhook" else template}
+            answer = await client.get("/ui/subscriptions/preview", params=query)
+            assert answer.status_code == 200, answer.text
+            shown = answer.json()["html"]
+            for part in wanted:
+                assert part in shown, (kind, part, shown)
+            assert "<script" not in shown, kind
+        # the sample job's output URL becomes a link; a template's problem draws nothing
+        bad = await client.get("/ui/subscriptions/preview", params={"template": "{data.model"})
+        assert bad.json()["html"] == "" and bad.json()["problems"]
