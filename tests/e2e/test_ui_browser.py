@@ -325,7 +325,7 @@ async def test_a_failed_delivery_is_retried_from_the_page(world: World) -> None:
     while (await world.api.get(f"/v1/deliveries/{delivery_id}")).json()["status"] != "succeeded":
         assert time.monotonic() < deadline, "the retried delivery did not succeed"
         await asyncio.sleep(0.05)
-    await page.reload()
+    # no reload: the page follows its deliveries
     await expect(row.locator("[data-field=status]")).to_have_text("succeeded")
     assert world.subscriber.received[-1].verified is True
     # bulk: every failed delivery of the subscription, retried from the subscriptions page
@@ -337,6 +337,23 @@ async def test_a_failed_delivery_is_retried_from_the_page(world: World) -> None:
     await page.get_by_role("button", name=f"Retry the failed deliveries of {sub_id}").click()
     await expect(page.get_by_role("status").first).to_contain_text("2 failed deliveries")
     await wait_statuses(world, tests, "succeeded")
+    # live: a new delivery and its attempts appear, a retried one changes in place, unreloaded
+    await page.goto("/ui/deliveries")
+    await expect(page.locator("#deliveries")).to_have_attribute("data-live", "yes")
+    await page.evaluate("() => { window.stayed = true; }")
+    world.subscriber.fail_next(500, count=2)
+    fresh = (await world.api.post(f"/v1/subscriptions/{sub_id}/test")).json()["id"]
+    fresh_row = page.locator(f"#delivery-{fresh}")
+    await expect(fresh_row.locator("[data-field=status]")).to_have_text("failed")
+    await expect(fresh_row.locator("ol.attempts > li")).to_have_count(2)
+    await expect(fresh_row).to_contain_text("500")
+    retry = fresh_row.get_by_role("button", name=f"Retry delivery {fresh}")
+    await retry.focus()
+    assert (await world.api.post(f"/v1/deliveries/{fresh}/retry")).status_code == 202
+    await expect(fresh_row.locator("[data-field=status]")).to_have_text("succeeded")
+    await expect(fresh_row.locator("ol.attempts > li")).to_have_count(3)
+    await expect(retry).to_be_focused()  # the row was replaced, the keyboard user's place kept
+    assert await page.evaluate("() => window.stayed === true"), "the page was reloaded"
     await page.close()
 
 
