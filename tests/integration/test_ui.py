@@ -273,3 +273,35 @@ async def test_the_template_preview_draws_each_chat_tools_message_escaped(
         # the sample job's output URL becomes a link; a template's problem draws nothing
         bad = await client.get("/ui/subscriptions/preview", params={"template": "{data.model"})
         assert bad.json()["html"] == "" and bad.json()["problems"]
+
+
+async def test_the_submit_form_takes_a_webhook_validated_as_the_api_does(
+    start_relay: StartRelay,
+) -> None:
+    form = {
+        "model": "pixazo/seedvr-image",
+        "p:image_url": "https://img.example.com/a.png",
+        "action": "submit",
+        "webhook": "http://127.0.0.1:9/hook",
+        "wev:completed": "on",
+    }
+    strict = await start_relay(workers=False)
+    async with httpx.AsyncClient(base_url=strict.url) as client:
+        csrf = csrf_of((await client.get("/ui/submit")).text)
+        refused = await client.post("/ui/submit", data={**form, "csrf": csrf})
+        assert refused.status_code == 422, refused.text
+        assert re.search(r"<li>webhook: [^<]*private", refused.text), refused.text
+        # the form is kept as it was typed
+        assert 'value="http://127.0.0.1:9/hook"' in refused.text
+        assert 'name="wev:completed" checked' in refused.text
+        forged = await client.post("/ui/submit", data={**form, "csrf": csrf, "wev:bogus": "on"})
+        assert forged.status_code == 422 and "webhook_events_filter" in forged.text
+    allowing = await start_relay(workers=False, RELAY_ALLOW_PRIVATE_TARGETS="1")
+    async with httpx.AsyncClient(base_url=allowing.url) as client:
+        csrf = csrf_of((await client.get("/ui/submit")).text)
+        made = await client.post("/ui/submit", data={**form, "csrf": csrf, "wev:start": "on"})
+        assert made.status_code == 303, made.text
+        job_id = made.headers["location"].rsplit("/", 1)[1]
+    job = (await allowing.client.get(f"/v1/jobs/{job_id}")).json()
+    assert job["webhook"] == "http://127.0.0.1:9/hook"
+    assert sorted(job["webhook_events_filter"]) == ["completed", "start"]
