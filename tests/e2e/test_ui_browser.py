@@ -440,6 +440,23 @@ async def test_subscriptions_are_created_paused_resumed_tested_and_deleted_from_
     assert made["description"] == "made in the dashboard"
     world.subscriber.secrets.append(secret)
     await screenshots(page, "subscriptions")
+    # edited from its own page, by keyboard, through the PATCH checks
+    await page.get_by_role("link", name=f"Edit {sub_id}").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_label("Description")).to_have_value("made in the dashboard")
+    await screenshots(page, "subscription-edit")
+    await page.get_by_label(re.compile("^New URL")).fill("ftp://files.example/x")
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.locator("#problems")).to_contain_text("url: must be an http(s) URL")
+    await page.get_by_label(re.compile("^New URL")).fill("")
+    await page.get_by_label(re.compile("^At most this many deliveries")).fill("4")
+    await page.get_by_label("Description").fill("edited in the dashboard")
+    await page.get_by_label("job.failed").check()
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.get_by_role("status").first).to_contain_text(f"{sub_id} is updated")
+    edited = (await world.api.get(f"/v1/subscriptions/{sub_id}")).json()
+    assert (edited["description"], edited["max_in_flight"]) == ("edited in the dashboard", 4)
+    assert "job.failed" in edited["events"] and edited["filter"] == {"metadata": {"team": "ui"}}
     row = page.locator(f"#sub-{sub_id}")
     await row.get_by_role("button", name=f"Pause {sub_id}").click()
     await expect(row.locator("[data-field=status]")).to_have_text("paused")

@@ -8,7 +8,8 @@ from urllib.parse import quote
 
 import httpx
 
-from service import ledger
+from service import ledger, outbox
+from service.http.subscriptions import check_fields
 from service.store.base import Tx
 from service.ui import session
 from tests.conftest import StartRelay
@@ -305,3 +306,64 @@ async def test_the_submit_form_takes_a_webhook_validated_as_the_api_does(
     job = (await allowing.client.get(f"/v1/jobs/{job_id}")).json()
     assert job["webhook"] == "http://127.0.0.1:9/hook"
     assert sorted(job["webhook_events_filter"]) == ["completed", "start"]
+
+
+async def test_a_subscription_is_edited_from_its_page_through_the_patch_checks(
+    start_relay: StartRelay,
+) -> None:
+    # made while private targets were allowed: this relay refuses them (no DNS here to name
+    # a public host)
+    running = await start_relay(workers=False)
+    body = {"url": "http://127.0.0.1:9/services/T0/B0/sekrit-path", "kind": "slack"}
+    fields, problems = await check_fields(body, creating=True, kind="slack", allow_private=True)
+    assert problems == []
+    made = await running.relay.store.write(
+        lambda tx: outbox.create_subscription(tx, fields, time.time())
+    )
+    sub_id = made.id
+    edit = f"/ui/subscriptions/{sub_id}/edit"
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        page = (await client.get(edit)).text
+        assert "sekrit" not in page and 'name="event:job.succeeded" checked' in page
+        csrf = csrf_of(page)
+        form = {
+            "csrf": csrf,
+            "event:job.failed": "on",
+            "model:pixazo/seedvr-image": "on",
+            "metadata": '{"team": "ui"}',
+            "template": "{status_emoji} {data.model}",
+            "description": "edited",
+            "max_in_flight": "3",
+            "rate_per_second": "2.5",
+        }
+        bad = [
+            ({"max_in_flight": "0"}, "max_in_flight"),
+            ({"max_in_flight": "many"}, "max_in_flight"),
+            ({"rate_per_second": "-1"}, "rate_per_second"),
+            ({"rate_per_second": "nan"}, "rate_per_second"),
+            ({"url": "http://127.0.0.1:9/x"}, "url"),
+            ({"url": "ftp://x"}, "url"),
+            ({"template": "{data.model"}, "template"),
+            ({"event:job.failed": "", "event:job.bogus": "on"}, "events"),
+            ({"model:nope/nope": "on"}, "filter"),
+        ]
+        for change, field in bad:
+            answer = await client.post(edit, data={**form, **change})
+            assert answer.status_code == 422, (change, answer.status_code)
+            assert f"<li>{field}" in answer.text, (change, answer.status_code)
+        none_ticked = {k: v for k, v in form.items() if not k.startswith("event:")}
+        answer = await client.post(edit, data=none_ticked)
+        assert answer.status_code == 422 and "<li>events: " in answer.text
+        forged = await client.post(edit, data={k: v for k, v in form.items() if k != "csrf"})
+        assert forged.status_code == 403
+        unknown = await client.post(f"/ui/subscriptions/{'x' * 200}/edit", data=form)
+        assert unknown.status_code == 404
+        assert (await client.get("/ui/subscriptions/nope/edit")).status_code == 404
+        answer = await client.post(edit, data=form)
+        assert answer.status_code == 303, answer.text
+    sub = (await running.client.get(f"/v1/subscriptions/{sub_id}")).json()
+    assert sub["events"] == ["job.failed"]
+    assert sub["filter"] == {"models": ["pixazo/seedvr-image"], "metadata": {"team": "ui"}}
+    assert (sub["template"], sub["description"]) == ("{status_emoji} {data.model}", "edited")
+    assert (sub["max_in_flight"], sub["rate_per_second"]) == (3, 2.5)
+    assert sub["url"].endswith("sekrit-path")  # kept: the URL field was left empty
