@@ -13,7 +13,8 @@ from service import outbox
 from service.http import deps
 from service.http.deliveries import DELIVERY_STATUSES
 from service.store.records import DeliveryLog
-from service.ui import PREFIX, render
+from service.ui import render
+from service.ui.paths import PREFIX
 from service.ui.session import UiError, checked
 
 PAGE = 100

@@ -12,7 +12,6 @@ from starlette.types import ASGIApp
 
 from service.http import deps, stream
 from service.ui import (
-    PREFIX,
     deliveries,
     pages,
     render,
@@ -21,6 +20,7 @@ from service.ui import (
     submit,
     subscriptions,
 )
+from service.ui.paths import PREFIX
 
 
 async def signin_form(request: Request) -> Response:

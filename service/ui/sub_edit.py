@@ -18,7 +18,8 @@ from service.http import deps
 from service.http.subscriptions import EVENT_NAMES, MAX_DESCRIPTION, MAX_URL, check_fields
 from service.outbox import update_subscription
 from service.store.records import Subscription
-from service.ui import PREFIX, render
+from service.ui import render
+from service.ui.paths import PREFIX
 from service.ui.session import UiError, checked
 
 MAX_ID = 128

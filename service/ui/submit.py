@@ -14,7 +14,8 @@ from starlette.routing import Route
 from service import catalog
 from service.errors import ApiError, StorageUnavailable
 from service.http import deps
-from service.ui import PREFIX, render
+from service.ui import render
+from service.ui.paths import PREFIX
 from service.ui.session import UiError, checked
 
 MAX_METADATA = 4096

@@ -16,8 +16,9 @@ from service.http import deps
 from service.http.subscriptions import EVENT_NAMES, MAX_DESCRIPTION, MAX_URL, check_fields
 from service.store import Tx
 from service.store.records import Subscription
-from service.ui import PREFIX, render
 from service.ui import preview as preview_html
+from service.ui import render
+from service.ui.paths import PREFIX
 from service.ui.session import UiError, checked
 
 PAGE = 100
