@@ -387,9 +387,20 @@ class Store(Protocol):
         """A job by id."""
 
     async def list_jobs(
-        self, *, status: str | None, model: str | None, before: int | None, limit: int
+        self,
+        *,
+        status: str | None,
+        model: str | None,
+        before: int | None,
+        limit: int,
+        provider: str | None = None,
+        metadata: tuple[str, str | None] | None = None,
     ) -> list[Job]:
-        """Jobs newest first, keyset-paginated on seq."""
+        """Jobs newest first, keyset-paginated on seq; `metadata` is (key, value or None), its
+        key checked by service.store.jobquery.check_meta (ValueError)."""
+
+    async def counts_since(self, since: float) -> dict[str, int]:
+        """Jobs created at or after `since`, by status."""
 
     async def events(
         self, *, job_id: str | None = None, after: int = 0, limit: int = 100

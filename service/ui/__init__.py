@@ -5,4 +5,6 @@
 
 from __future__ import annotations
 
-PREFIX = "/ui"
+from service.ui.paths import PREFIX
+
+__all__ = ["PREFIX"]

@@ -12,15 +12,17 @@ from starlette.routing import Route
 from service import outbox
 from service.http import deps
 from service.http.deliveries import DELIVERY_STATUSES
-from service.ui import PREFIX, render
+from service.store.records import DeliveryLog
+from service.ui import render
+from service.ui.paths import PREFIX
 from service.ui.session import UiError, checked
 
 PAGE = 100
 RESPONSE_START = 200  # characters of each attempt's answer shown
 
 
-async def deliveries_page(request: Request) -> Response:
-    """GET /ui/deliveries?status=&subscription_id=: the failed ones first, then the rest."""
+async def _shown(request: Request) -> tuple[list[DeliveryLog], str | None, str | None, int]:
+    """The deliveries a page shows: failed first (or one status), newest first."""
     relay = deps.relay_of(request)
     status = request.query_params.get("status") or None
     if status is not None and status not in DELIVERY_STATUSES:
@@ -38,6 +40,15 @@ async def deliveries_page(request: Request) -> Response:
         failed = await store.list_deliveries(subscription_id=sub_id, status="failed", limit=PAGE)
         rest = await store.list_deliveries(subscription_id=sub_id, limit=PAGE)
         shown = failed + [d for d in rest if d.delivery.status != "failed"][: PAGE - len(failed)]
+    return shown, status, sub_id, before
+
+
+async def deliveries_page(request: Request) -> Response:
+    """GET /ui/deliveries?status=&subscription_id=: the failed ones first, then the rest."""
+    shown, status, sub_id, before = await _shown(request)
+    query = urllib.parse.urlencode(
+        {k: v for k, v in (("status", status), ("subscription_id", sub_id)) if v}
+    )
     context = {
         "title": "Deliveries",
         "deliveries": shown,
@@ -48,8 +59,18 @@ async def deliveries_page(request: Request) -> Response:
         "notice": request.query_params.get("notice", "")[:200],
         # pages go on newest first; the failed-first view is one page (filter by status for more)
         "older": shown[-1].delivery.seq if len(shown) == PAGE and (status or before) else None,
+        # the first page follows new deliveries and attempts (an older page stays as it was)
+        "live": not before,
+        "rows_url": f"{PREFIX}/deliveries/rows" + (f"?{query}" if query else ""),
     }
     return render.page(request, "deliveries.html", context)
+
+
+async def delivery_rows(request: Request) -> Response:
+    """GET /ui/deliveries/rows?status=&subscription_id=: the page's rows alone, for its poll."""
+    shown, _, _, _ = await _shown(request)
+    context = {"deliveries": shown, "response_start": RESPONSE_START}
+    return render.page(request, "_delivery_rows.html", context)
 
 
 async def retry(request: Request, form: dict[str, str]) -> Response:
@@ -74,5 +95,6 @@ async def retry(request: Request, form: dict[str, str]) -> Response:
 
 ROUTES = [
     Route("/deliveries", render.guarded(deliveries_page), methods=["GET"]),
+    Route("/deliveries/rows", render.guarded(delivery_rows), methods=["GET"]),
     Route("/deliveries/{id}/retry", render.guarded(checked(retry)), methods=["POST"]),
 ]

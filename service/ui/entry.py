@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.ui import PREFIX
+from service.ui.paths import PREFIX
 
 
 class _Dashboard:

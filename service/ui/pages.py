@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from collections import Counter
 from typing import Any
 
 from starlette.requests import Request
@@ -14,15 +13,11 @@ from starlette.responses import Response
 from service import catalog, outbox
 from service.http import deps
 from service.jobs import Status
-from service.store import Job
+from service.store import Job, jobquery
 from service.ui import render
 from service.ui.session import UiError
 
 PAGE = 50
-SCAN_PAGE = 500
-# Bounds on what one page load reads: filters the store cannot apply (provider, metadata)
-# and the 24-hour counts read pages of jobs, newest first, at most this many.
-MAX_SCAN = 2000
 DAY = 86_400
 PROVIDERS = ("pixazo", "scenario")
 STATUSES = tuple(str(s) for s in Status)
@@ -59,15 +54,10 @@ def _metadata_filter(request: Request) -> tuple[str, str | None] | None:
     if len(raw) > 200:
         raise UiError(400, "metadata: at most 200 characters")
     key, eq, value = raw.partition("=")
-    return key.strip(), (value.strip() if eq else None)
-
-
-def _meta_matches(job: Job, wanted: tuple[str, str | None]) -> bool:
-    key, value = wanted
-    if key not in job.metadata:
-        return False
-    found = job.metadata[key]
-    return value is None or (found if isinstance(found, str) else json.dumps(found)) == value
+    try:
+        return jobquery.check_meta((key.strip(), value.strip() if eq else None))
+    except ValueError as exc:
+        raise UiError(400, str(exc)) from None
 
 
 def row(job: Job, now: float) -> dict[str, Any]:
@@ -87,25 +77,6 @@ def row(job: Job, now: float) -> dict[str, Any]:
     }
 
 
-async def _counts(request: Request, now: float) -> tuple[dict[str, int], bool]:
-    """Jobs created in the last 24 hours by status; True when there were more than MAX_SCAN."""
-    store = deps.relay_of(request).store
-    counts: Counter[str] = Counter()
-    before: int | None = None
-    scanned = 0
-    while scanned < MAX_SCAN:
-        batch = await store.list_jobs(status=None, model=None, before=before, limit=SCAN_PAGE)
-        for job in batch:
-            if job.created_at < now - DAY:
-                return dict(counts), False
-            counts[str(job.status)] += 1
-        scanned += len(batch)
-        if len(batch) < SCAN_PAGE:
-            return dict(counts), False
-        before = batch[-1].seq
-    return dict(counts), True
-
-
 async def jobs_page(request: Request) -> Response:
     """GET /ui/jobs?status=&model=&provider=&metadata=&before=: newest first, live."""
     relay = deps.relay_of(request)
@@ -114,45 +85,27 @@ async def jobs_page(request: Request) -> Response:
     provider = _choice(request, "provider", PROVIDERS)
     meta = _metadata_filter(request)
     before = deps.Query("before", "A job's seq: only older jobs.", default=0).read(request) or None
-    paged = before is not None
     now = time.time()
-    # pages of jobs newest first until a page of matches: the store filters status and model,
-    # the page the rest (provider, metadata), reading at most MAX_SCAN jobs for one answer
-    step = SCAN_PAGE if provider or meta else PAGE
-    found: list[Job] = []
-    cursor, scanned, more = before, 0, False
-    while scanned < MAX_SCAN:
-        batch = await relay.store.list_jobs(status=status, model=model, before=cursor, limit=step)
-        scanned += len(batch)
-        for job in batch:
-            cursor = job.seq
-            if (provider is None or job.provider == provider) and (
-                meta is None or _meta_matches(job, meta)
-            ):
-                found.append(job)
-                if len(found) == PAGE:
-                    break
-        more = len(batch) == step or (bool(batch) and cursor != batch[-1].seq)
-        if len(found) == PAGE or not more:
-            break
-    older = cursor if more else None
-    counts, capped = await _counts(request, now)
+    # one more than a page says whether an older page follows; the store applies every filter
+    found = await relay.store.list_jobs(
+        status=status, model=model, provider=provider, metadata=meta, before=before, limit=PAGE + 1
+    )
+    older = found[PAGE - 1].seq if len(found) > PAGE else None
+    counts = await relay.store.counts_since(now - DAY)
     last_event = (await relay.store.counts()).last_event_id
     filters = {"status": status, "model": model, "provider": provider}
     context = {
         "title": "Jobs",
-        "rows": [row(j, now) for j in found],
+        "rows": [row(j, now) for j in found[:PAGE]],
         "older": older,
         "filters": filters,
         "metadata": request.query_params.get("metadata", ""),
         # new jobs appear live on the first page without filters only
-        "filtered": any(filters.values()) or meta is not None or paged,
+        "filtered": any(filters.values()) or meta is not None or before is not None,
         "statuses": STATUSES,
         "models": tuple(catalog.MODELS),
         "providers": PROVIDERS,
         "counts": [(s, counts.get(s, 0)) for s in STATUSES],
-        "capped": capped,
-        "max_scan": MAX_SCAN,
         "last_event": last_event,
         "live_types": ",".join(LIVE_TYPES),
     }

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from service.errors import ApiError, StorageUnavailable
-from service.ui import PREFIX
+from service.ui.paths import PREFIX
 from service.ui.session import UiError, csrf_token
 
 log = logging.getLogger(__name__)

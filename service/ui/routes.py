@@ -11,7 +11,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from service.http import deps, stream
-from service.ui import PREFIX, deliveries, pages, render, session, submit, subscriptions
+from service.ui import (
+    deliveries,
+    pages,
+    render,
+    session,
+    sub_edit,
+    submit,
+    subscriptions,
+)
+from service.ui.paths import PREFIX
 
 
 async def signin_form(request: Request) -> Response:
@@ -57,6 +66,7 @@ def build() -> ASGIApp:
         Route("/signout", render.guarded(session.checked(signout)), methods=["POST"]),
         *deliveries.ROUTES,
         *subscriptions.ROUTES,
+        *sub_edit.ROUTES,
         *submit.ROUTES,
         Mount("/static", app=StaticFiles(directory=Path(__file__).with_name("static"))),
     ]

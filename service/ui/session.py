@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import ApiError
 from service.http import deps
-from service.ui import PREFIX
+from service.ui.paths import PREFIX
 
 COOKIE = "relay_ui"
 MAX_AGE = 12 * 60 * 60  # a working day: the cookie and its signature both expire then

@@ -14,7 +14,8 @@ from starlette.routing import Route
 from service import catalog
 from service.errors import ApiError, StorageUnavailable
 from service.http import deps
-from service.ui import PREFIX, render
+from service.ui import render
+from service.ui.paths import PREFIX
 from service.ui.session import UiError, checked
 
 MAX_METADATA = 4096
@@ -36,6 +37,10 @@ def _context(model: catalog.Model, **extra: Any) -> dict[str, Any]:
         "model": model.describe(),
         "values": {},
         "metadata": "",
+        "webhook": "",
+        "webhook_events": [],
+        "webhook_event_names": catalog.WEBHOOK_EVENTS,
+        "max_url": catalog.MAX_URL,
         "problems": [],
         "dry_run": None,
         # a repeat of the same form (a double click, a resent POST) never submits twice
@@ -73,6 +78,13 @@ def _body(model: catalog.Model, form: dict[str, str]) -> dict[str, Any]:
         "model": model.id,
         "input": {p.name: _value(p, values[p.name]) for p in model.params if values[p.name]},
     }
+    webhook = form.get("webhook", "").strip()
+    if webhook:
+        body["webhook"] = webhook
+    # each event a checkbox of its own (`wev:completed`); none ticked: the default (all)
+    wanted = [k.removeprefix("wev:") for k in form if k.startswith("wev:")]
+    if wanted:
+        body["webhook_events_filter"] = wanted
     raw = form.get("metadata", "").strip()
     if raw:
         if len(raw) > MAX_METADATA:
@@ -92,7 +104,12 @@ async def submit(request: Request, form: dict[str, str]) -> Response:
     dry_run = form.get("action") == "dry_run"
     key = form.get("idempotency_key") or None
     values = {p.name: form.get(f"p:{p.name}", "") for p in model.params}
-    extra = {"values": values, "metadata": form.get("metadata", "")}
+    extra = {
+        "values": values,
+        "metadata": form.get("metadata", ""),
+        "webhook": form.get("webhook", ""),
+        "webhook_events": [k.removeprefix("wev:") for k in form if k.startswith("wev:")],
+    }
     try:
         status, answer = await relay.submitter.submit(
             body, None if dry_run else key, request.state.token_scope, dry_run

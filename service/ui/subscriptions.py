@@ -16,7 +16,9 @@ from service.http import deps
 from service.http.subscriptions import EVENT_NAMES, MAX_DESCRIPTION, MAX_URL, check_fields
 from service.store import Tx
 from service.store.records import Subscription
-from service.ui import PREFIX, render
+from service.ui import preview as preview_html
+from service.ui import render
+from service.ui.paths import PREFIX
 from service.ui.session import UiError, checked
 
 PAGE = 100
@@ -212,7 +214,8 @@ def sample_event(now: float) -> dict[str, Any]:
 
 async def preview(request: Request) -> Response:
     """GET /ui/subscriptions/preview?kind=&template=: the body a chat tool would be sent for a
-    sample job.succeeded, or the template's problems (read-only: no form, no CSRF)."""
+    sample job.succeeded and the message it would show (HTML), or the template's problems
+    (read-only: no form, no CSRF)."""
     kind = request.query_params.get("kind", "slack")
     if kind not in notify.KINDS:
         raise UiError(400, f"kind: unknown value {kind[:64]!r}")
@@ -223,7 +226,9 @@ async def preview(request: Request) -> Response:
     if kind == "webhook" and template is not None:
         problems = ["webhook bodies are fixed; templates are for chat", *problems]
     body = None if problems else notify.render(kind, sample_event(time.time()), template)
-    return deps.JSON({"kind": kind, "problems": problems, "body": body})
+    # the look-alike is drawn from the very body sent, by the same code as the deliveries
+    shown = "" if body is None else preview_html.fragment(kind, body)
+    return deps.JSON({"kind": kind, "problems": problems, "body": body, "html": shown})
 
 
 ROUTES = [

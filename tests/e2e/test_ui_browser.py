@@ -325,7 +325,7 @@ async def test_a_failed_delivery_is_retried_from_the_page(world: World) -> None:
     while (await world.api.get(f"/v1/deliveries/{delivery_id}")).json()["status"] != "succeeded":
         assert time.monotonic() < deadline, "the retried delivery did not succeed"
         await asyncio.sleep(0.05)
-    await page.reload()
+    # no reload: the page follows its deliveries
     await expect(row.locator("[data-field=status]")).to_have_text("succeeded")
     assert world.subscriber.received[-1].verified is True
     # bulk: every failed delivery of the subscription, retried from the subscriptions page
@@ -337,6 +337,23 @@ async def test_a_failed_delivery_is_retried_from_the_page(world: World) -> None:
     await page.get_by_role("button", name=f"Retry the failed deliveries of {sub_id}").click()
     await expect(page.get_by_role("status").first).to_contain_text("2 failed deliveries")
     await wait_statuses(world, tests, "succeeded")
+    # live: a new delivery and its attempts appear, a retried one changes in place, unreloaded
+    await page.goto("/ui/deliveries")
+    await expect(page.locator("#deliveries")).to_have_attribute("data-live", "yes")
+    await page.evaluate("() => { window.stayed = true; }")
+    world.subscriber.fail_next(500, count=2)
+    fresh = (await world.api.post(f"/v1/subscriptions/{sub_id}/test")).json()["id"]
+    fresh_row = page.locator(f"#delivery-{fresh}")
+    await expect(fresh_row.locator("[data-field=status]")).to_have_text("failed")
+    await expect(fresh_row.locator("ol.attempts > li")).to_have_count(2)
+    await expect(fresh_row).to_contain_text("500")
+    retry = fresh_row.get_by_role("button", name=f"Retry delivery {fresh}")
+    await retry.focus()
+    assert (await world.api.post(f"/v1/deliveries/{fresh}/retry")).status_code == 202
+    await expect(fresh_row.locator("[data-field=status]")).to_have_text("succeeded")
+    await expect(fresh_row.locator("ol.attempts > li")).to_have_count(3)
+    await expect(retry).to_be_focused()  # the row was replaced, the keyboard user's place kept
+    assert await page.evaluate("() => window.stayed === true"), "the page was reloaded"
     await page.close()
 
 
@@ -380,10 +397,30 @@ async def test_subscriptions_are_created_paused_resumed_tested_and_deleted_from_
     # the template previews live, rendered by the relay as a delivery would be
     template = page.get_by_label("Message template (chat kinds only)")
     await page.get_by_label("Kind", exact=True).select_option("slack")
-    await template.fill("{status_emoji} {data.model} done for {data.metadata.customer}")
-    await expect(page.locator("#preview-body")).to_contain_text("pixazo/seedvr-image done for acme")
+    look = page.locator("#preview-look")
+    await template.fill("{status_emoji} {data.model} done for *{data.metadata.customer}*")
+    # drawn as Slack shows it: the header block, the text with its bold, the fields
+    await expect(look.locator(".slack .sl-header")).to_have_text("✅ Upscale succeeded")
+    await expect(look.locator(".slack .sl-text").first).to_contain_text(
+        "pixazo/seedvr-image done for acme"
+    )
+    await expect(look.locator(".slack .sl-text strong")).to_have_text("acme")
+    await expect(page.locator("#preview-body")).to_contain_text('"blocks"')
+    await template.press_sequentially(" <b>now</b>", delay=5)
+    await expect(look.locator(".slack .sl-text").first).to_contain_text("acme bnow/b")
+    await page.get_by_label("Kind", exact=True).select_option("discord")
+    await expect(look.locator(".discord .dc-embed.c-green .dc-title")).to_contain_text(
+        "Upscale succeeded: pixazo/seedvr-image"
+    )
+    await expect(look.locator(".discord .dc-content")).to_contain_text("<b>now</b>")
+    await page.get_by_label("Kind", exact=True).select_option("teams")
+    await expect(look.locator(".teams .tm-facts")).to_contain_text("customer")
+    await page.get_by_label("Kind", exact=True).select_option("google_chat")
+    await expect(look.locator(".gchat .gc-title")).to_have_text("✅ Upscale succeeded")
+    await screenshots(page, "subscription-preview")
     await template.fill("{data.model")
-    await expect(page.locator("#preview-body")).to_contain_text("Problems:")
+    await expect(look).to_contain_text("Problems:")
+    await expect(look.locator(".chat")).to_have_count(0)
     await page.get_by_label("Kind", exact=True).select_option("webhook")
     # a webhook takes no template: refused with the problem named, the form kept
     await page.get_by_label("URL").fill(f"{world.subscriber_url}/from-the-page")
@@ -403,6 +440,23 @@ async def test_subscriptions_are_created_paused_resumed_tested_and_deleted_from_
     assert made["description"] == "made in the dashboard"
     world.subscriber.secrets.append(secret)
     await screenshots(page, "subscriptions")
+    # edited from its own page, by keyboard, through the PATCH checks
+    await page.get_by_role("link", name=f"Edit {sub_id}").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_label("Description")).to_have_value("made in the dashboard")
+    await screenshots(page, "subscription-edit")
+    await page.get_by_label(re.compile("^New URL")).fill("ftp://files.example/x")
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.locator("#problems")).to_contain_text("url: must be an http(s) URL")
+    await page.get_by_label(re.compile("^New URL")).fill("")
+    await page.get_by_label(re.compile("^At most this many deliveries")).fill("4")
+    await page.get_by_label("Description").fill("edited in the dashboard")
+    await page.get_by_label("job.failed").check()
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.get_by_role("status").first).to_contain_text(f"{sub_id} is updated")
+    edited = (await world.api.get(f"/v1/subscriptions/{sub_id}")).json()
+    assert (edited["description"], edited["max_in_flight"]) == ("edited in the dashboard", 4)
+    assert "job.failed" in edited["events"] and edited["filter"] == {"metadata": {"team": "ui"}}
     row = page.locator(f"#sub-{sub_id}")
     await row.get_by_role("button", name=f"Pause {sub_id}").click()
     await expect(row.locator("[data-field=status]")).to_have_text("paused")

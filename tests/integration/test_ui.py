@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
+from urllib.parse import quote
 
 import httpx
 
+from service import ledger, outbox
+from service.http.subscriptions import check_fields
+from service.store.base import Tx
 from service.ui import session
 from tests.conftest import StartRelay
 
@@ -43,6 +48,11 @@ async def test_bad_input_to_the_dashboard_gets_4xx_pages(start_relay: StartRelay
             "/ui/deliveries?status=lost",
             "/ui/deliveries?before=x",
             "/ui/deliveries?subscription_id=" + "s" * 200,
+            "/ui/deliveries/rows?status=lost",
+            "/ui/deliveries/rows?before=x",
+            "/ui/jobs?metadata=a%22b",
+            "/ui/jobs?metadata=%3Dvalue",
+            "/ui/jobs?metadata=a%00b",
             "/ui/events/stream?after=x",
             "/ui/events/stream?type=%3Cscript%3E",
             "/ui/subscriptions/preview?kind=bogus",
@@ -207,3 +217,153 @@ async def test_the_session_cookie_is_secure_behind_an_https_public_url(
             cookie = (await client.get("/ui/signin")).headers["set-cookie"].lower()
         assert ("; secure" in cookie) is secure, (public, cookie)
         assert "httponly" in cookie and "samesite=strict" in cookie
+
+
+async def test_jobs_filters_and_24_hour_counts_reach_past_the_newest_two_thousand(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay(workers=False)
+    now = time.time()
+
+    async def unit(tx: Tx) -> None:
+        # the first job is the only "old" one, under 2,100 newer ones; one more is two days old
+        for n in range(2_101):
+            new = ledger.NewJob(
+                f"job_f{n:05d}",
+                "pixazo/seedvr-image",
+                "pixazo",
+                {"image_url": "https://img.example.com/a.png"},
+                {"batch": "old" if n == 0 else "new"},
+                None,
+                None,
+            )
+            created = now - 172_800 if n == 1 else now - 3_600 + n * 0.1
+            await ledger.create_job(tx, new, created, None, now + 3_600)
+
+    await running.relay.store.write(unit)
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        page = (await client.get("/ui/jobs?metadata=batch%3Dold")).text
+        everything = (await client.get("/ui/jobs")).text
+        bad = await client.get("/ui/jobs?metadata=" + quote('a"b=1'))
+    assert re.findall(r'<tr id="job-([^"]+)"', page) == ["job_f00000"]
+    assert '<span class="n" data-count="submitting">2100</span>' in everything
+    assert bad.status_code == 400 and "metadata key" in bad.text
+
+
+async def test_the_template_preview_draws_each_chat_tools_message_escaped(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay(workers=False)
+    template = "{status_emoji} **{data.model}** *{data.id}* <script>x</script> `{data.status}`"
+    looks = {
+        "slack": ('class="chat slack"', 'class="sl-header"', "<code>succeeded</code>"),
+        "discord": ('class="dc-embed c-green"', "<strong>pixazo/seedvr-image</strong>"),
+        "teams": ('class="tm-facts"', '<a class="chat-button" href="https://cdn.example.com/'),
+        "google_chat": ('class="gc-card"', "<strong>job_preview</strong>"),
+        "webhook": ('<pre class="code">',),
+    }
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        for kind, wanted in looks.items():
+            query = {"kind": kind, "template": "" if kind == "webhook" else template}
+            answer = await client.get("/ui/subscriptions/preview", params=query)
+            assert answer.status_code == 200, answer.text
+            shown = answer.json()["html"]
+            for part in wanted:
+                assert part in shown, (kind, part, shown)
+            assert "<script" not in shown, kind
+        # the sample job's output URL becomes a link; a template's problem draws nothing
+        bad = await client.get("/ui/subscriptions/preview", params={"template": "{data.model"})
+        assert bad.json()["html"] == "" and bad.json()["problems"]
+
+
+async def test_the_submit_form_takes_a_webhook_validated_as_the_api_does(
+    start_relay: StartRelay,
+) -> None:
+    form = {
+        "model": "pixazo/seedvr-image",
+        "p:image_url": "https://img.example.com/a.png",
+        "action": "submit",
+        "webhook": "http://127.0.0.1:9/hook",
+        "wev:completed": "on",
+    }
+    strict = await start_relay(workers=False)
+    async with httpx.AsyncClient(base_url=strict.url) as client:
+        csrf = csrf_of((await client.get("/ui/submit")).text)
+        refused = await client.post("/ui/submit", data={**form, "csrf": csrf})
+        assert refused.status_code == 422, refused.text
+        assert re.search(r"<li>webhook: [^<]*private", refused.text), refused.text
+        # the form is kept as it was typed
+        assert 'value="http://127.0.0.1:9/hook"' in refused.text
+        assert 'name="wev:completed" checked' in refused.text
+        forged = await client.post("/ui/submit", data={**form, "csrf": csrf, "wev:bogus": "on"})
+        assert forged.status_code == 422 and "webhook_events_filter" in forged.text
+    allowing = await start_relay(workers=False, RELAY_ALLOW_PRIVATE_TARGETS="1")
+    async with httpx.AsyncClient(base_url=allowing.url) as client:
+        csrf = csrf_of((await client.get("/ui/submit")).text)
+        made = await client.post("/ui/submit", data={**form, "csrf": csrf, "wev:start": "on"})
+        assert made.status_code == 303, made.text
+        job_id = made.headers["location"].rsplit("/", 1)[1]
+    job = (await allowing.client.get(f"/v1/jobs/{job_id}")).json()
+    assert job["webhook"] == "http://127.0.0.1:9/hook"
+    assert sorted(job["webhook_events_filter"]) == ["completed", "start"]
+
+
+async def test_a_subscription_is_edited_from_its_page_through_the_patch_checks(
+    start_relay: StartRelay,
+) -> None:
+    # made while private targets were allowed: this relay refuses them (no DNS here to name
+    # a public host)
+    running = await start_relay(workers=False)
+    body = {"url": "http://127.0.0.1:9/services/T0/B0/sekrit-path", "kind": "slack"}
+    fields, problems = await check_fields(body, creating=True, kind="slack", allow_private=True)
+    assert problems == []
+    made = await running.relay.store.write(
+        lambda tx: outbox.create_subscription(tx, fields, time.time())
+    )
+    sub_id = made.id
+    edit = f"/ui/subscriptions/{sub_id}/edit"
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        page = (await client.get(edit)).text
+        assert "sekrit" not in page and 'name="event:job.succeeded" checked' in page
+        csrf = csrf_of(page)
+        form = {
+            "csrf": csrf,
+            "event:job.failed": "on",
+            "model:pixazo/seedvr-image": "on",
+            "metadata": '{"team": "ui"}',
+            "template": "{status_emoji} {data.model}",
+            "description": "edited",
+            "max_in_flight": "3",
+            "rate_per_second": "2.5",
+        }
+        bad = [
+            ({"max_in_flight": "0"}, "max_in_flight"),
+            ({"max_in_flight": "many"}, "max_in_flight"),
+            ({"rate_per_second": "-1"}, "rate_per_second"),
+            ({"rate_per_second": "nan"}, "rate_per_second"),
+            ({"url": "http://127.0.0.1:9/x"}, "url"),
+            ({"url": "ftp://x"}, "url"),
+            ({"template": "{data.model"}, "template"),
+            ({"event:job.failed": "", "event:job.bogus": "on"}, "events"),
+            ({"model:nope/nope": "on"}, "filter"),
+        ]
+        for change, field in bad:
+            answer = await client.post(edit, data={**form, **change})
+            assert answer.status_code == 422, (change, answer.status_code)
+            assert f"<li>{field}" in answer.text, (change, answer.status_code)
+        none_ticked = {k: v for k, v in form.items() if not k.startswith("event:")}
+        answer = await client.post(edit, data=none_ticked)
+        assert answer.status_code == 422 and "<li>events: " in answer.text
+        forged = await client.post(edit, data={k: v for k, v in form.items() if k != "csrf"})
+        assert forged.status_code == 403
+        unknown = await client.post(f"/ui/subscriptions/{'x' * 200}/edit", data=form)
+        assert unknown.status_code == 404
+        assert (await client.get("/ui/subscriptions/nope/edit")).status_code == 404
+        answer = await client.post(edit, data=form)
+        assert answer.status_code == 303, answer.text
+    sub = (await running.client.get(f"/v1/subscriptions/{sub_id}")).json()
+    assert sub["events"] == ["job.failed"]
+    assert sub["filter"] == {"models": ["pixazo/seedvr-image"], "metadata": {"team": "ui"}}
+    assert (sub["template"], sub["description"]) == ("{status_emoji} {data.model}", "edited")
+    assert (sub["max_in_flight"], sub["rate_per_second"]) == (3, 2.5)
+    assert sub["url"].endswith("sekrit-path")  # kept: the URL field was left empty

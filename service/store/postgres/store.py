@@ -15,6 +15,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from service.errors import StorageUnavailable
+from service.store import jobquery
 from service.store.base import Unit, run_hooks
 from service.store.codec import redacted
 from service.store.model import Idempotent, Job, _idem
@@ -339,13 +340,31 @@ class PostgresStore:
         return Job.from_row(rows[0]) if rows else None
 
     async def list_jobs(
-        self, *, status: str | None, model: str | None, before: int | None, limit: int
+        self,
+        *,
+        status: str | None,
+        model: str | None,
+        before: int | None,
+        limit: int,
+        provider: str | None = None,
+        metadata: tuple[str, str | None] | None = None,
     ) -> list[Job]:
         """Jobs newest first, keyset-paginated on seq."""
-        rows = await self._newest_first(
-            "jobs", (("status", status), ("model", model)), before, limit
+        where, params = jobquery.jobs_where(
+            "postgresql",
+            status=status,
+            model=model,
+            provider=provider,
+            metadata=metadata,
+            before=before,
         )
+        rows = await self._rows(jobquery.jobs_sql("postgresql", where), (*params, limit))
         return [Job.from_row(r) for r in rows]
+
+    async def counts_since(self, since: float) -> dict[str, int]:
+        """Jobs created at or after `since`, by status."""
+        rows = await self._rows(jobquery.counts_since_sql("postgresql"), (since,))
+        return {str(r["status"]): int(r["n"]) for r in rows}
 
     async def events(
         self, *, job_id: str | None = None, after: int = 0, limit: int = 100

@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from service.store import jobquery
 from service.store.base import dumps
 from service.store.records import Counts, Delivery, DeliveryLog, LoggedAttempt, Subscription
 
@@ -201,6 +202,13 @@ class Reads:
     async def counts(self) -> Counts:
         """What /metrics shows of the database."""
         return await self.read(counts)
+
+    async def counts_since(self, since: float) -> dict[str, int]:
+        """Jobs created at or after `since`, by status."""
+        sql = jobquery.counts_since_sql("sqlite")
+        return await self.read(
+            lambda conn: {str(r[0]): int(r[1]) for r in conn.execute(sql, (since,))}
+        )
 
     async def next_attempt_due(self) -> float | None:
         """The earliest time a pending delivery is due; None when none is pending."""

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service.errors import StorageUnavailable
+from service.store import jobquery
 from service.store.base import Tx, Unit, run_hooks
 from service.store.model import Idempotent, Job, _idem
 from service.store.records import Event, Pruned
 from service.store.schema import migrations, refuse_newer
 from service.store.sqlite import retention
-from service.store.sqlite.reads import Reads, newest_first
+from service.store.sqlite.reads import Reads
 from service.store.sqlite.tx import SqliteTx
 
 log = logging.getLogger(__name__)
@@ -547,13 +548,28 @@ class SqliteStore(Reads):
         return await self.read(q)
 
     async def list_jobs(
-        self, *, status: str | None, model: str | None, before: int | None, limit: int
+        self,
+        *,
+        status: str | None,
+        model: str | None,
+        before: int | None,
+        limit: int,
+        provider: str | None = None,
+        metadata: tuple[str, str | None] | None = None,
     ) -> list[Job]:
         """Jobs newest first, keyset-paginated on seq."""
+        where, params = jobquery.jobs_where(
+            "sqlite",
+            status=status,
+            model=model,
+            provider=provider,
+            metadata=metadata,
+            before=before,
+        )
+        sql = jobquery.jobs_sql("sqlite", where)
 
         def q(conn: sqlite3.Connection) -> list[Job]:
-            rows = newest_first(conn, "jobs", (("status", status), ("model", model)), before, limit)
-            return [Job.from_row(r) for r in rows]
+            return [Job.from_row(r) for r in conn.execute(sql, (*params, limit))]
 
         return await self.read(q)
 

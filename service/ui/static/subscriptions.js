@@ -1,5 +1,6 @@
-// The new-subscription form previews, as the template is typed, the body the chosen chat
-// tool would be sent for a sample job (rendered by the relay, the same code as deliveries).
+// The new-subscription form previews, as the template is typed, the message the chosen chat
+// tool would show for a sample job and the body it is sent (both drawn by the relay from the
+// same code as deliveries; the look-alike's HTML comes escaped from the relay's templates).
 "use strict";
 (function () {
   const box = document.getElementById("preview");
@@ -7,6 +8,7 @@
   const template = document.getElementById("s-template");
   if (!box || !kind || !template) return;
   const out = document.getElementById("preview-body");
+  const look = document.getElementById("preview-look");
   const label = document.getElementById("preview-kind");
   let timer = null;
   let asked = 0;
@@ -19,14 +21,19 @@
     box.hidden = false;
     label.textContent = kind.value;
     if (!answer.ok) {
-      out.textContent = `The preview failed (${answer.status}).`;
+      look.textContent = `The preview failed (${answer.status}).`;
+      out.textContent = "";
       return;
     }
     const result = await answer.json();
-    out.textContent = result.problems.length
-      ? `Problems:\n- ${result.problems.join("\n- ")}`
-      : JSON.stringify(result.body, null, 2);
-    out.classList.toggle("error", result.problems.length > 0);
+    const failed = result.problems.length > 0;
+    if (failed) {
+      look.textContent = `Problems:\n- ${result.problems.join("\n- ")}`;
+    } else {
+      look.innerHTML = result.html; // escaped by the relay's templates (autoescape)
+    }
+    out.textContent = failed ? "" : JSON.stringify(result.body, null, 2);
+    look.classList.toggle("error", failed);
   }
 
   function soon() {
