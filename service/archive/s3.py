@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
 # flight at once, so a put holds about three parts whatever the object's size.
 PART: Final = 8 * 1024 * 1024
 CONCURRENCY: Final = 2
+CLOSE_GRACE: Final = 0.1  # seconds: see close()
+ABORT_WAIT: Final = 5.0  # seconds a cancelled put waits for obstore to abort its upload
 # S3 refuses a presigned URL valid for more than 7 days.
 MAX_TTL: Final = 7 * 24 * 3600
 # obstore retries network errors and 5xx within one request; the archiver has its own durable
@@ -94,34 +98,53 @@ class S3Backend:
         An exception raised by `chunks` itself comes out unchanged, after the abort."""
         _check_key(key)
         source = _Source(chunks)
-        head = await source.head(PART)
+        await source.read_head(PART)
         try:
             if source.done:
                 await obstore.put_async(
                     self._store,
                     key,
-                    head,
+                    source.take_head(),
                     attributes={"Content-Type": content_type},
                     use_multipart=False,
                 )
             else:
-                rest, head = source.rest(head), b""  # the generator holds the first part
-                await obstore.put_async(
-                    self._store,
-                    key,
-                    rest,
-                    attributes={"Content-Type": content_type},
-                    use_multipart=True,
-                    chunk_size=PART,
-                    max_concurrency=CONCURRENCY,
-                )
+                await self._multipart(key, source, content_type)
         except _FAILURES as exc:
             if exc is source.failure:
                 raise
             raise self._error("put", key, exc) from None
-        if source.failure is not None:  # a store that swallowed the source's error
+        if source.failure is not None:  # had obstore taken the error for the end: not kept
+            with contextlib.suppress(*_FAILURES):
+                await obstore.delete_async(self._store, key)
             raise source.failure
         return Stored(key=key, bytes=source.count)
+
+    async def _multipart(self, key: str, source: _Source, content_type: str) -> None:
+        upload = asyncio.ensure_future(
+            obstore.put_async(
+                self._store,
+                key,
+                source.rest(),
+                attributes={"Content-Type": content_type},
+                use_multipart=True,
+                chunk_size=PART,
+                max_concurrency=CONCURRENCY,
+            )
+        )
+        try:
+            await asyncio.shield(upload)
+        except asyncio.CancelledError:
+            # Cancelling obstore's future drops the upload without aborting it (a pending
+            # multipart upload, billed until a lifecycle rule removes it). Instead the source
+            # stops at its next chunk, obstore aborts, and then the cancellation goes on.
+            source.abandoned = True
+            done, _ = await asyncio.wait({upload}, timeout=ABORT_WAIT)
+            if not done:
+                upload.cancel()  # the source itself is stuck: the lifecycle rule cleans up
+            elif not upload.cancelled():
+                upload.exception()  # _Abandoned, expected: retrieved so asyncio stays quiet
+            raise
 
     async def delete(self, key: str) -> None:
         """S3 answers 204 for a missing key, so a 404 here means the bucket is missing."""
@@ -142,7 +165,13 @@ class S3Backend:
             raise self._error("sign", key, exc) from None
 
     async def close(self) -> None:
-        """obstore's client pool closes with the store; nothing to release here."""
+        """Give obstore's runtime threads a moment to let go of their Python objects."""
+        # A tokio thread drops its Python references (the awaited future, the event loop)
+        # just after a call completes; if the interpreter is finalizing by then, CPython 3.11
+        # ends that thread with pthread_exit, which aborts a Rust thread: SIGABRT at exit, in
+        # about 1 of 5 runs of a script that exits right after a put. 10 ms was enough in 90
+        # runs (bench/archive_s3.py); the client pool itself closes with the store.
+        await asyncio.sleep(CLOSE_GRACE)
 
     def _error(self, op: str, key: str, exc: BaseException) -> ArchiveError:
         where = f"{self.describe()} key {key}"
@@ -165,6 +194,10 @@ class S3Backend:
         return ArchiveError(f"S3 {op} of {where} failed: {what}{said}", retry=retry)
 
 
+class _Abandoned(Exception):
+    """The put was cancelled: the source ends so that obstore aborts the upload."""
+
+
 class _Source:
     """The caller's chunks: counts bytes and remembers an exception raised by them."""
 
@@ -172,9 +205,13 @@ class _Source:
         self._chunks = chunks
         self.count = 0
         self.done = False
+        self.abandoned = False
+        self._head = b""
         self.failure: BaseException | None = None
 
     async def _next(self) -> bytes | None:
+        if self.abandoned:
+            raise _Abandoned
         try:
             chunk = await anext(self._chunks)
         except StopAsyncIteration:
@@ -186,18 +223,23 @@ class _Source:
         self.count += len(chunk)
         return chunk
 
-    async def head(self, size: int) -> bytes:
+    async def read_head(self, size: int) -> None:
         """Read until `size` bytes or the end: small objects then go in one PUT."""
         parts: list[bytes] = []
         have = 0
         while have < size and (chunk := await self._next()) is not None:
             parts.append(chunk)
             have += len(chunk)
-        return b"".join(parts)
+        self._head = b"".join(parts)
 
-    async def rest(self, head: bytes) -> AsyncIterator[bytes]:
-        yield head
-        del head  # the first part is uploaded from obstore's own buffer
+    def take_head(self) -> bytes:
+        """The bytes read by read_head(), handed over once (only one holder at a time)."""
+        head, self._head = self._head, b""
+        return head
+
+    async def rest(self) -> AsyncIterator[bytes]:
+        """The head, then the remaining chunks."""
+        yield self.take_head()  # obstore copies it into its part buffer
         while (chunk := await self._next()) is not None:
             yield chunk
 
