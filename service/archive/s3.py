@@ -40,6 +40,11 @@ RETRY: Final[RetryConfig] = {
 # the rest can carry the request's URL and, for a bad signature, the access key id.
 _STATUS = re.compile(r"status code: (\d{3})\b")
 _CODE = re.compile(r"<Code>([A-Za-z0-9.]{1,64})</Code>")
+# With no key in the environment, object_store asks the instance's or task's metadata service
+# (EC2 IMDS, ECS, EKS web identity) for credentials; its failure reads like a bucket's.
+_CREDENTIAL_SOURCES = re.compile(
+    r"/latest/api/token|/latest/meta-data/|169\.254\.170\.2|AssumeRoleWithWebIdentity"
+)
 _REFUSED: Final = (obx.PermissionDeniedError, obx.UnauthenticatedError, PermissionError)
 _NOT_FOUND: Final = (obx.NotFoundError, FileNotFoundError)
 _INVALID: Final = (
@@ -179,7 +184,13 @@ class S3Backend:
         status = int(m.group(1)) if (m := _STATUS.search(text)) else None
         code = m.group(1) if (m := _CODE.search(text)) else None
         said = f" (HTTP {status}{f' {code}' if code else ''})" if status else ""
-        if isinstance(exc, _REFUSED) or status in (401, 403):
+        if _CREDENTIAL_SOURCES.search(text):
+            what = (
+                "no credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are unset and the "
+                "instance or task metadata service gave none"
+            )
+            retry = status is None or status >= 500  # a role being attached may yet appear
+        elif isinstance(exc, _REFUSED) or status in (401, 403):
             what, retry = "the credentials were refused or lack permission", False
         elif isinstance(exc, _NOT_FOUND) or status == 404:
             what, retry = "no such bucket (or no permission to see it)", False

@@ -232,6 +232,19 @@ async def test_wrong_credentials_do_not_retry_and_do_not_leak(
     assert keys(s3, "outputs/denied/") == []
 
 
+async def test_no_credentials_says_so(aws_env: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with socket.socket() as sock:  # the instance metadata service, absent: nothing listens
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("AWS_METADATA_ENDPOINT", f"http://127.0.0.1:{sock.getsockname()[1]}")
+    store = backend(aws_env)
+    with pytest.raises(ArchiveError) as caught:
+        await store.put("nocreds/0.png", chunked(pattern(CHUNK)), "image/png")
+    assert "no credentials: AWS_ACCESS_KEY_ID" in caught.value.reason
+    assert caught.value.retry is True
+
+
 async def test_missing_bucket_does_not_retry(aws_env: S3Server) -> None:
     store = S3Backend.from_url("s3://no-such-bucket/x", aws_env.endpoint, None)
     with pytest.raises(ArchiveError) as caught:
