@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
@@ -161,13 +161,21 @@ class S3Backend:
 
     async def url(self, key: str, ttl: int) -> str | None:
         """A presigned GET (signed locally, no request) valid for `ttl` seconds, at most 7 days;
-        with temporary credentials it also ends when they do."""
-        _check_key(key)
+        with temporary credentials it also ends when they do. ~0.1 ms: see urls()."""
+        return (await self.urls([key], ttl))[0]
+
+    async def urls(self, keys: Sequence[str], ttl: int) -> list[str]:
+        """Presigned GETs of several keys in one call: ~10 us a URL, where url() one at a time
+        costs ~100 us (the hop to obstore's threads and back), so a page of jobs signs at once."""
+        for key in keys:
+            _check_key(key)
+        if not keys:
+            return []
         expires = timedelta(seconds=min(max(ttl, 1), MAX_TTL))
         try:
-            return await obstore.sign_async(self._store, "GET", key, expires)
+            return list(await obstore.sign_async(self._store, "GET", list(keys), expires))
         except _FAILURES as exc:
-            raise self._error("sign", key, exc) from None
+            raise self._error("sign", keys[0], exc) from None
 
     async def close(self) -> None:
         """Give obstore's runtime threads a moment to let go of their Python objects."""

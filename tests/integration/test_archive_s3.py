@@ -152,6 +152,20 @@ async def test_presigned_url_is_signed_for_ttl(aws_env: S3Server) -> None:
     assert aws_env.secret_key not in url
 
 
+async def test_many_urls_in_one_call(aws_env: S3Server) -> None:
+    store = backend(aws_env)
+    names = [f"many/{n}.png" for n in range(3)]
+    for name in names:
+        await store.put(name, chunked(pattern(CHUNK)), "image/png")
+    urls = await store.urls(names, 120)
+    assert [urlsplit(u).path for u in urls] == [f"/{BUCKET}/outputs/{n}" for n in names]
+    assert all(signed_by(u, aws_env.access_key, aws_env.secret_key) for u in urls)
+    assert all(parse_qs(urlsplit(u).query)["X-Amz-Expires"] == ["120"] for u in urls)
+    assert await store.urls([], 120) == []
+    with pytest.raises(ValueError, match="archive key"):
+        await store.urls(["ok.png", "/abs.png"], 120)
+
+
 async def test_failed_put_leaves_no_object_and_no_pending_upload(aws_env: S3Server) -> None:
     store = backend(aws_env)
     with pytest.raises(ConnectionResetError, match="provider closed"):
