@@ -77,20 +77,28 @@ class S3Backend:
         shown = None
         if endpoint:
             shown = _plain_endpoint(endpoint)
-            config["endpoint"] = endpoint
+            config["endpoint"] = shown
             # path-style (endpoint/bucket/key): what MinIO and most other servers expect
             config["virtual_hosted_style_request"] = False
             if shown.startswith("http://"):
                 client["allow_http"] = True  # a MinIO on the local network
+        else:
+            # AWS: bucket.s3.region.amazonaws.com, its recommended form; a dotted bucket name
+            # would not match the *.s3 certificate there, so it stays path-style
+            config["virtual_hosted_style_request"] = "." not in bucket
         if region:
             config["region"] = region
-        store = S3Store(
-            bucket,
-            prefix=prefix or None,
-            config=config,
-            client_options=client,
-            retry_config=RETRY,
-        )
+        try:
+            store = S3Store(
+                bucket,
+                prefix=prefix or None,
+                config=config,
+                client_options=client,
+                retry_config=RETRY,
+            )
+        except _FAILURES as exc:  # its text may quote a setting: only the kind of error
+            kind = type(exc).__name__
+            raise ValueError(f"the S3 archive's settings were refused ({kind})") from None
         return cls(store, bucket, prefix, shown)
 
     def describe(self) -> str:

@@ -322,6 +322,23 @@ def test_describe_and_urls_carry_no_credential(monkeypatch: pytest.MonkeyPatch) 
     assert aws.describe() == "s3://my-bucket"
 
 
+async def test_addressing_of_aws_and_of_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID0000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
+    aws = S3Backend.from_url("s3://my-bucket/out", None, "eu-west-1")
+    url = await aws.url("0.png", 60)
+    assert url is not None
+    assert url.startswith("https://my-bucket.s3.eu-west-1.amazonaws.com/out/0.png?")
+    dotted = await S3Backend.from_url("s3://my.bucket", None, "eu-west-1").url("0.png", 60)
+    assert dotted is not None
+    assert dotted.startswith("https://s3.eu-west-1.amazonaws.com/my.bucket/0.png?")
+    r2 = S3Backend.from_url("s3://my-bucket/out", "https://user:pa55@acct.r2.example/", "auto")
+    url = await r2.url("0.png", 60)
+    assert url is not None
+    assert url.startswith("https://acct.r2.example/my-bucket/out/0.png?")
+    assert "pa55" not in url
+
+
 @pytest.mark.parametrize(
     ("url", "why"),
     [
