@@ -215,3 +215,26 @@ async def test_without_an_archive_nothing_changes(
     assert set(job["outputs"][0]) == {"url", "media_type"}
     assert pixazo.output_requests == 0
     assert (await relay.client.get(f"/v1/outputs/{job['id']}/0")).status_code == 404
+
+
+async def test_retention_deletes_old_archived_files_and_their_urls(
+    start_relay: StartRelay, tmp_path: Path, pixazo: PixazoSim
+) -> None:
+    # 0.00002 days: 1.7 s; the pass runs every second for so short a retention
+    relay = await archiving(start_relay, tmp_path, RELAY_ARCHIVE_RETENTION_DAYS="0.00002")
+    job = await succeeded(relay)
+    await event_types(relay, job["id"], "job.succeeded")
+    (stored,) = (tmp_path / "archive").rglob("*.png")
+    url = f"/v1/outputs/{job['id']}/0"
+    assert (await relay.client.get(url)).status_code == 200
+    deadline = time.monotonic() + 10
+    while stored.exists():
+        assert time.monotonic() < deadline, "the archived file was never deleted"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # the row is marked once the file is gone
+    shown = (await relay.client.get(f"/v1/jobs/{job['id']}")).json()["outputs"][0]
+    assert shown["archive_status"] == "deleted"
+    assert "archive_url" not in shown
+    assert (await relay.client.get(url)).status_code == 404
+    # RELAY_RETENTION_DAYS is unset: the job's events are kept
+    assert "job.succeeded" in [e["type"] for e in await relay.events(job["id"])]
