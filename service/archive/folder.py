@@ -41,6 +41,8 @@ class FolderBackend:
         except OSError as exc:
             reason = f"cannot create {target.parent}: {exc.strerror}"
             raise ArchiveError(reason, retry=True) from exc
+        # a crash mid-write leaves its temporary file: the next write of the key removes it
+        await asyncio.to_thread(_drop_parts, target)
         temp = target.parent / f".{target.name}.{secrets.token_hex(4)}.part"
         fd = await asyncio.to_thread(os.open, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         size = 0
@@ -86,6 +88,12 @@ class FolderBackend:
 def _folders(root: Path, folder: Path) -> None:
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _drop_parts(target: Path) -> None:
+    for left in target.parent.glob(f".{target.name}.*.part"):
+        with contextlib.suppress(FileNotFoundError):
+            left.unlink()
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:
