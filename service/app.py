@@ -82,6 +82,11 @@ async def start(
         return await outbox.service_secret(tx)
 
     webhook_secret = await store.write(first)
+    if backend is None:
+        # copies left pending by an archive since turned off: nothing may wait for them
+        owner_, now_ = f"{owner_id()}:archive-off", clock()
+        while await store.write(lambda tx: archive_units.abandon(tx, owner_, now_)):
+            pass
     ssl_context = ssl.create_default_context()
     providers, clients = build_providers(settings, ssl_context, resolve, metrics.provider_calls)
     metrics.set_providers(providers)

@@ -103,6 +103,15 @@ async def claim(tx: Tx, now: float, limit: int, owner: str, lease: float) -> lis
     return await tx.archives.claim(now, limit, owner, now + lease, owners.alive_after(now))
 
 
+async def abandon(tx: Tx, owner: str, now: float, limit: int = 100) -> int:
+    """Archiving is off now (RELAY_ARCHIVE unset): give up pending copies, so the jobs held
+    for them are announced with their provider URLs; returns how many were given up."""
+    rows = await tx.archives.claim(float("inf"), limit, owner, now, owners.alive_after(now))
+    for row in rows:
+        await settle(tx, row, owner, Failed("archiving is off (RELAY_ARCHIVE is not set)"), now)
+    return len(rows)
+
+
 async def settle(tx: Tx, row: Archive, owner: str, outcome: Outcome, now: float) -> list[Event]:
     """Record a copy's outcome; once the job's copies are all settled, announce the job
     (its held `job.succeeded`) or report the archive (`job.archived`)."""

@@ -135,6 +135,7 @@ class PixazoSim:
         self.output_failures = 0
         self.output_status: int | None = None
         self.output_delay = 0.0
+        self.output_media_type: str | None = None  # the Content-Type it claims, when set
         self.output_requests = 0
         self.output_bodies: dict[str, bytes] = {}
         self.requests: list[RecordedRequest] = []
@@ -338,7 +339,7 @@ class PixazoSim:
         if request_id not in self.jobs:
             return _error(404, "No such object.")
         name: str = request.path_params["name"]
-        media_type = media.media_type_for(name)
+        media_type = self.output_media_type or media.media_type_for(name)
         self.output_requests += 1
         if self.output_failures > 0:
             self.output_failures -= 1

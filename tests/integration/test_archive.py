@@ -238,3 +238,17 @@ async def test_retention_deletes_old_archived_files_and_their_urls(
     assert (await relay.client.get(url)).status_code == 404
     # RELAY_RETENTION_DAYS is unset: the job's events are kept
     assert "job.succeeded" in [e["type"] for e in await relay.events(job["id"])]
+
+
+async def test_an_output_of_another_media_kind_is_refused(
+    start_relay: StartRelay, tmp_path: Path, pixazo: PixazoSim
+) -> None:
+    relay = await archiving(start_relay, tmp_path)
+    pixazo.output_media_type = "text/html"  # an error page answered with 200
+    job = await succeeded(relay)
+    await event_types(relay, job["id"], "job.succeeded")
+    failed = next(e for e in await relay.events(job["id"]) if e["type"] == "job.archive_failed")
+    assert failed["data"]["archive"]["reason"] == (
+        "the output is text/html, not the image this model makes"
+    )
+    assert pixazo.output_requests == 1

@@ -154,3 +154,14 @@ async def test_retention_finds_copies_of_jobs_ended_before_a_cutoff(store: Store
     await store.write(delete)
     assert await store.write(lambda tx: expired(tx, NOW + 1)) == [("job_a", 1)]
     assert [r.state for r in await store.archives("job_a")] == ["deleted", "done"]
+
+
+async def test_copies_pending_when_archiving_is_turned_off_are_given_up(store: Store) -> None:
+    await succeeded_job(store, "before_notify")
+    assert await store.write(lambda tx: units.abandon(tx, "off", NOW + 1)) == 2
+    assert await store.write(lambda tx: units.abandon(tx, "off", NOW + 1)) == 0
+    found = await types(store)
+    assert found.count("job.archive_failed") == 2
+    assert found[-1] == "job.succeeded"
+    announced = (await store.events(job_id="job_a"))[-1]
+    assert announced.data["outputs"] == list(OUTPUTS)
