@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from service.sim.pixazo import PixazoSim
 from tests.conftest import IMAGE_JOB, VIDEO_JOB, Running, StartRelay
@@ -252,3 +255,29 @@ async def test_an_output_of_another_media_kind_is_refused(
         "the output is text/html, not the image this model makes"
     )
     assert pixazo.output_requests == 1
+
+
+async def test_the_dashboard_shows_and_serves_the_archived_copy(
+    start_relay: StartRelay, tmp_path: Path, pixazo: PixazoSim
+) -> None:
+    relay = await archiving(start_relay, tmp_path)
+    pixazo.output_dimensions = (32, 24)
+    job = await succeeded(relay)
+    await event_types(relay, job["id"], "job.succeeded")
+    body = pixazo.output_bodies[job["provider_job_id"]]
+    view = f"/ui/outputs/{job['id']}/0"
+    async with httpx.AsyncClient(base_url=relay.url) as browser:
+        # no session: the sign-in page, not the file
+        assert (await browser.get(view)).status_code in (303, 401)
+        form = await browser.get("/ui/signin")
+        token = re.search(r'name="csrf-token" content="([^"]+)"', form.text)
+        assert token is not None
+        signed = await browser.post("/ui/signin", data={"csrf": token[1], "token": TOKEN})
+        assert signed.status_code == 303
+        page = (await browser.get(f"/ui/jobs/{job['id']}")).text
+        assert "Archived copies" in page
+        assert f'href="{view}"' in page
+        assert "32\u00d724" in page
+        assert hashlib.sha256(body).hexdigest()[:16] in page
+        served = await browser.get(view)
+        assert (served.status_code, served.content) == (200, body)
