@@ -12,6 +12,8 @@ from service.archive import media
 from service.archive.backend import ArchiveError
 
 CHUNK = 256 * 1024
+# what a bucket answers when nobody set a type on the object
+GENERIC = ("", "application/octet-stream", "binary/octet-stream")
 
 
 @dataclass(slots=True)
@@ -20,6 +22,7 @@ class Expect:
 
     kind: str
     max_bytes: int
+    declared: str | None = None  # the media type the provider gave for the output
 
 
 @dataclass(slots=True)
@@ -57,6 +60,9 @@ def check_head(response: outbound.Response, expect: Expect) -> str:
     if not response.is_success:
         raise ArchiveError(f"the provider's URL answered HTTP {status}", retry=False)
     content_type = content_type_of(response)
+    if content_type in GENERIC and expect.declared:
+        # buckets often answer a generic type: the provider's own word for it stands
+        content_type = expect.declared
     if not content_type.startswith(expect.kind + "/"):
         raise ArchiveError(
             f"the output is {content_type or 'of no content type'}, not the {expect.kind}"

@@ -116,6 +116,10 @@ async def settle(tx: Tx, row: Archive, owner: str, outcome: Outcome, now: float)
     """Record a copy's outcome; once the job's copies are all settled, announce the job
     (its held `job.succeeded`) or report the archive (`job.archived`)."""
     repo = tx.archives
+    if not isinstance(outcome, Retry):
+        # PostgreSQL: the job's rows locked in order first, so units settling outputs of
+        # one job take turns (never a deadlock) and exactly one sees them all settled
+        await repo.for_job(row.job_id)
     if isinstance(outcome, Copied):
         applied = await repo.done(row.job_id, row.n, owner, outcome, now)
     elif isinstance(outcome, Retry):

@@ -60,7 +60,8 @@ class Archiver:
         cap = self._settings.archive_max_video_bytes
         if kind == "image":
             cap = self._settings.archive_max_image_bytes
-        return fetch.Expect(kind, cap)
+        declared = (row.media_type or "").lower() or None
+        return fetch.Expect(kind, cap, declared)
 
     async def copy(self, row: Archive, expect: fetch.Expect, ended: float) -> Copied:
         """Stream one output into the archive (ArchiveError when it cannot be)."""

@@ -339,7 +339,8 @@ class PixazoSim:
         if request_id not in self.jobs:
             return _error(404, "No such object.")
         name: str = request.path_params["name"]
-        media_type = self.output_media_type or media.media_type_for(name)
+        media_type = media.media_type_for(name)
+        claimed = self.output_media_type or media_type
         self.output_requests += 1
         if self.output_failures > 0:
             self.output_failures -= 1
@@ -353,7 +354,7 @@ class PixazoSim:
             body = media.fake_bytes(media_type, self.output_size or 2048, seed=request_id)
         self.output_bodies[request_id] = body
         if not self.output_delay:
-            return Response(body, media_type=media_type)
+            return Response(body, media_type=claimed)
 
         async def slowly() -> AsyncIterator[bytes]:
             for start in range(0, len(body), 64 * 1024):
@@ -361,7 +362,7 @@ class PixazoSim:
                 await asyncio.sleep(self.output_delay)
 
         # chunked, no length announced: the receiver finds the size as it reads
-        return StreamingResponse(slowly(), media_type=media_type)
+        return StreamingResponse(slowly(), media_type=claimed)
 
     # -- internals ----------------------------------------------------------------------
 

@@ -281,3 +281,15 @@ async def test_the_dashboard_shows_and_serves_the_archived_copy(
         assert hashlib.sha256(body).hexdigest()[:16] in page
         served = await browser.get(view)
         assert (served.status_code, served.content) == (200, body)
+
+
+async def test_a_generic_content_type_takes_the_providers_media_type(
+    start_relay: StartRelay, tmp_path: Path, pixazo: PixazoSim
+) -> None:
+    relay = await archiving(start_relay, tmp_path)
+    pixazo.output_media_type = "binary/octet-stream"  # as a bucket answers an untyped object
+    job = await succeeded(relay)
+    await event_types(relay, job["id"], "job.succeeded")
+    shown = (await relay.client.get(f"/v1/jobs/{job['id']}")).json()["outputs"][0]
+    assert (shown["archive_status"], shown["content_type"]) == ("archived", "image/png")
+    assert (shown["width"], shown["height"]) == (64, 48)

@@ -4,6 +4,7 @@ copies' facts; settling needs the lease; retention finds copies of old jobs."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from service import ledger, outbox, owners
@@ -165,3 +166,10 @@ async def test_copies_pending_when_archiving_is_turned_off_are_given_up(store: S
     assert found[-1] == "job.succeeded"
     announced = (await store.events(job_id="job_a"))[-1]
     assert announced.data["outputs"] == list(OUTPUTS)
+
+
+async def test_copies_of_one_job_settled_at_once_announce_it_once(store: Store) -> None:
+    await succeeded_job(store, "before_notify")
+    rows = await claim(store, "a", NOW + 1)
+    await asyncio.gather(*(settle(store, row, "a", COPIED, NOW + 2) for row in rows))
+    assert (await types(store)).count("job.succeeded") == 1
