@@ -22,6 +22,7 @@ from service import ledger, logs, netguard, outbox, owners, retention, ui
 from service.archive import open_backend
 from service.archive import retention as archive_retention
 from service.archive import units as archive_units
+from service.archive.folder import FolderBackend
 from service.archive.present import Presenter
 from service.archive.worker import Archiver
 from service.config import Settings
@@ -73,7 +74,8 @@ async def start(
     backend = open_backend(settings)
     plan = None
     if backend is not None:
-        served = await backend.url("probe", 1) is None
+        # a local folder is served by the relay (GET /v1/outputs); a bucket signs its URLs
+        served = isinstance(backend, FolderBackend)
         plan = archive_units.Plan(settings.archive_mode, settings.public_url, served)
 
     async def first(tx: Tx) -> outbox.ServiceSecret:

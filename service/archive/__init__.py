@@ -2,8 +2,33 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+from pathlib import Path
+
 from service.archive.backend import ArchiveError, Backend
 from service.config import Settings
+
+
+def unavailable(settings: Settings) -> str | None:
+    """Why RELAY_ARCHIVE cannot be used (checked before serving), or None."""
+    url = settings.archive
+    if url is None:
+        return None
+    if url.startswith("file://"):
+        root = Path(url[len("file://") :])
+        try:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"RELAY_ARCHIVE: cannot create the folder {root}: {exc.strerror}"
+        if not os.access(root, os.W_OK | os.X_OK):
+            return f"RELAY_ARCHIVE: the folder {root} is not writable by this user"
+        return None
+    try:
+        importlib.import_module("service.archive.s3")
+    except ImportError as exc:
+        return f"RELAY_ARCHIVE: the S3 archive is not available ({exc})"
+    return None
 
 
 def open_backend(settings: Settings) -> Backend | None:

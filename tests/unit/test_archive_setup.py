@@ -149,3 +149,16 @@ def test_image_sizes_from_their_first_bytes() -> None:
     assert media.image_size(vp8) == (300, 200)
     assert media.image_size(b"\x00\x00\x00\x18ftypmp42") is None
     assert media.image_size(b"\x89PNG") is None
+
+
+def test_an_unusable_archive_is_named_before_serving(tmp_path: Path) -> None:
+    from service.archive import unavailable
+
+    assert unavailable(load()) is None
+    fine = tmp_path / "made" / "here"
+    assert unavailable(load(RELAY_ARCHIVE=f"file://{fine}")) is None
+    assert stat.S_IMODE(fine.stat().st_mode) == 0o700
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    problem = unavailable(load(RELAY_ARCHIVE=f"file://{blocker}/sub"))
+    assert problem is not None and "cannot create the folder" in problem
