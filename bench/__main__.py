@@ -28,6 +28,7 @@ BENCHMARKS = {
     "postgres": "9. PostgreSQL",
     "submit": "10. Submissions",
     "ui": "11. Dashboard",
+    "archive": "12. Archiving",
 }
 
 

@@ -19,6 +19,12 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
 from service import ledger, logs, netguard, outbox, owners, retention
+from service.archive import open_backend
+from service.archive import retention as archive_retention
+from service.archive import units as archive_units
+from service.archive.folder import FolderBackend
+from service.archive.present import Presenter
+from service.archive.worker import Archiver
 from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import ApiError, StorageUnavailable
@@ -29,6 +35,7 @@ from service.http import (
     jobs,
     openapi,
     ops,
+    outputs,
     stream,
     subscriptions,
 )
@@ -65,11 +72,24 @@ async def start(
     )
     tokens = Tokens(secret, settings.callback_max_age)
 
+    backend = open_backend(settings)
+    plan = None
+    if backend is not None:
+        # a local folder is served by the relay (GET /v1/outputs); a bucket signs its URLs
+        served = isinstance(backend, FolderBackend)
+        plan = archive_units.Plan(settings.archive_mode, settings.public_url, served)
+
     async def first(tx: Tx) -> outbox.ServiceSecret:
         install(tx, metrics)  # the units that end jobs observe their duration
+        archive_units.install(tx, plan)  # the units that end jobs add their outputs' copies
         return await outbox.service_secret(tx)
 
     webhook_secret = await store.write(first)
+    if backend is None:
+        # copies left pending by an archive since turned off: nothing may wait for them
+        owner_, now_ = f"{owner_id()}:archive-off", clock()
+        while await store.write(lambda tx: archive_units.abandon(tx, owner_, now_)):
+            pass
     ssl_context = ssl.create_default_context()
     providers, clients = build_providers(settings, ssl_context, resolve, metrics.provider_calls)
     metrics.set_providers(providers)
@@ -84,6 +104,11 @@ async def start(
     deliverer = Deliverer(
         store, settings, clock, owner, webhook_secret, resolve=resolve, metrics=metrics
     )
+    archiver = presenter = None
+    if backend is not None and plan is not None:
+        archiver = Archiver(store, settings, backend, clock, owner, resolve=resolve)
+        presenter = Presenter(backend, plan, settings.archive_url_ttl)
+        deliverer.present = presenter.event
     return Relay(
         settings,
         store,
@@ -98,6 +123,8 @@ async def start(
         heartbeat=heartbeat,
         clock=clock,
         metrics=metrics,
+        archiver=archiver,
+        presenter=presenter,
     )
 
 
@@ -107,6 +134,8 @@ def begin_drain(relay: Relay) -> None:
         relay.drain_deadline = asyncio.get_running_loop().time() + relay.settings.shutdown_grace
     relay.poller.stop_claiming()
     relay.deliverer.stop_claiming()
+    if relay.archiver is not None:
+        relay.archiver.stop_claiming()
     relay.store.waiter("events").set()  # event streams see the drain now and end
 
 
@@ -139,6 +168,8 @@ async def stop(relay: Relay) -> None:
         relay.poller.drain(deadline),
         relay.deliverer.drain(deadline),
     )
+    if relay.archiver is not None:
+        await relay.archiver.drain(deadline)
     for task in relay.tasks:
         task.cancel()
     for task in relay.tasks:
@@ -151,6 +182,7 @@ async def stop(relay: Relay) -> None:
             await ledger.release(tx, owner, now),
             await outbox.release(tx, owner, now),
         )
+        await tx.archives.release(owner, now)
         await owners.unregister(tx, owner)
         return jobs, deliveries
 
@@ -171,6 +203,8 @@ async def stop(relay: Relay) -> None:
     # and the next process settles it as submit_interrupted.
     await relay.store.close()
     await relay.deliverer.aclose()
+    if relay.archiver is not None:
+        await relay.archiver.aclose()
     for client in relay.clients:
         await client.aclose()
 
@@ -200,8 +234,20 @@ def create_app(
         if workers:
             relay.tasks.append(asyncio.create_task(relay.poller.run_forever(), name="poller"))
             relay.tasks.append(asyncio.create_task(relay.deliverer.run_forever(), name="deliverer"))
-            if settings.retention_days is not None:
-                pruning = retention.run_forever(relay.store, settings.retention_days, clock)
+            if relay.archiver is not None:
+                archiving = relay.archiver.run_forever()
+                relay.tasks.append(asyncio.create_task(archiving, name="archiver"))
+            archive = None
+            if relay.archiver is not None and settings.archive_retention_days is not None:
+                store, backend = relay.store, relay.archiver.backend
+                archive = (
+                    lambda before, now: archive_retention.expire(store, backend, before, now),
+                    settings.archive_retention_days,
+                )
+            if settings.retention_days is not None or archive is not None:
+                pruning = retention.run_forever(
+                    relay.store, settings.retention_days, clock, archive
+                )
                 relay.tasks.append(asyncio.create_task(pruning, name="retention"))
         try:
             yield {}
@@ -215,7 +261,11 @@ def create_app(
             Route("/openapi.json", openapi.serve, methods=["GET"]),
             Mount(
                 "/v1",
-                routes=jobs.ROUTES + stream.ROUTES + subscriptions.ROUTES + deliveries.ROUTES,
+                routes=jobs.ROUTES
+                + stream.ROUTES
+                + subscriptions.ROUTES
+                + deliveries.ROUTES
+                + outputs.ROUTES,
                 middleware=[Middleware(jobs.BearerAuth, tokens=tokens)],
             ),
             ui_entry.mount(),  # the dashboard: its own session sign-in, never the API's bearer

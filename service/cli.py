@@ -117,6 +117,12 @@ def _serve(host: str, port: int, log_level: str) -> int:
     except config.ConfigError as exc:
         print(f"upscale-relay: {exc}", file=sys.stderr)
         return 2
+    from service.archive import unavailable
+
+    archive_problem = unavailable(settings)
+    if archive_problem is not None:
+        print(f"upscale-relay: {archive_problem}", file=sys.stderr)
+        return 2
     # Checked before uvicorn starts: a failed lifespan would print a traceback, not a reason.
     reason = _check_database(settings.database)
     if reason is not None:

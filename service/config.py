@@ -54,6 +54,19 @@ class Settings:
     log_format: str = "text"
     # days after a job ends before its events, deliveries and attempts are pruned; None: never
     retention_days: float | None = None
+    # RELAY_ARCHIVE: None (outputs are not archived), file:///abs/folder or s3://bucket/prefix
+    archive: str | None = None
+    archive_endpoint: str | None = None
+    archive_region: str | None = None
+    # "before_notify": job.succeeded waits for the archive; "after_notify": job.archived later
+    archive_mode: str = "before_notify"
+    archive_url_ttl: int = 3600
+    # days after a job ends before its archived files are deleted; None: never
+    archive_retention_days: float | None = None
+    # delays before each copy attempt; the copy is given up once they are spent
+    archive_retry_schedule: tuple[float, ...] = (0.0, 5.0, 30.0, 120.0, 600.0)
+    archive_max_image_bytes: int = 50 * 1024 * 1024
+    archive_max_video_bytes: int = 2 * 1024 * 1024 * 1024
     # Not in the public table: tuning knobs with sensible defaults.
     poll_concurrency: int = 32
     max_in_flight: int = 10000
@@ -141,6 +154,30 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
             "RELAY_RETENTION_DAYS must be a number of days above 0 (leave it unset to keep"
             f" everything), got {retention_raw!r}"
         )
+    archive = archive_setting(env.get("RELAY_ARCHIVE", "").strip(), problems)
+    archive_mode = text("RELAY_ARCHIVE_MODE", "before_notify").lower()
+    if archive_mode not in ("before_notify", "after_notify"):
+        problems.append(
+            f"RELAY_ARCHIVE_MODE must be before_notify or after_notify, got {archive_mode!r}"
+        )
+        archive_mode = "before_notify"
+    archive_retention_raw = env.get("RELAY_ARCHIVE_RETENTION_DAYS", "").strip()
+    known = len(problems)
+    archive_retention = (
+        number("RELAY_ARCHIVE_RETENTION_DAYS", 0.0) if archive_retention_raw else None
+    )
+    if archive_retention is not None and archive_retention <= 0 and len(problems) == known:
+        problems.append(
+            "RELAY_ARCHIVE_RETENTION_DAYS must be a number of days above 0 (leave it unset to"
+            f" keep archived files), got {archive_retention_raw!r}"
+        )
+    archive_schedule = Settings().archive_retry_schedule
+    archive_schedule_raw = env.get("RELAY_ARCHIVE_RETRY_SCHEDULE", "").strip()
+    if archive_schedule_raw:
+        try:
+            archive_schedule = retry.parse_schedule(archive_schedule_raw)
+        except ValueError as exc:
+            problems.append(f"RELAY_ARCHIVE_RETRY_SCHEDULE: {exc}")
     d = Settings()
     settings = Settings(
         database=text("RELAY_DATABASE", d.database),
@@ -169,6 +206,24 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
         shutdown_grace=number("RELAY_SHUTDOWN_GRACE", d.shutdown_grace),
         log_format=log_format,
         retention_days=retention_days,
+        archive=archive,
+        archive_endpoint=env.get("RELAY_ARCHIVE_ENDPOINT", "").strip().rstrip("/") or None,
+        archive_region=(
+            env.get("RELAY_ARCHIVE_REGION", "").strip()
+            or env.get("AWS_REGION", "").strip()
+            or env.get("AWS_DEFAULT_REGION", "").strip()
+            or None
+        ),
+        archive_mode=archive_mode,
+        archive_url_ttl=int(number("RELAY_ARCHIVE_URL_TTL", d.archive_url_ttl, 1)),
+        archive_retention_days=archive_retention,
+        archive_retry_schedule=archive_schedule,
+        archive_max_image_bytes=int(
+            number("RELAY_ARCHIVE_MAX_IMAGE_BYTES", d.archive_max_image_bytes, 1)
+        ),
+        archive_max_video_bytes=int(
+            number("RELAY_ARCHIVE_MAX_VIDEO_BYTES", d.archive_max_video_bytes, 1)
+        ),
         header_timeout=number("RELAY_HEADER_TIMEOUT", d.header_timeout, 0.1),
         max_header_bytes=int(number("RELAY_MAX_HEADER_BYTES", d.max_header_bytes, 1024)),
     )
@@ -177,6 +232,33 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
     if problems:
         raise ConfigError("; ".join(problems))
     return settings
+
+
+def archive_setting(raw: str, problems: list[str]) -> str | None:
+    """RELAY_ARCHIVE checked: None, `file:///absolute/folder` or `s3://bucket[/prefix]`."""
+    if not raw:
+        return None
+    if raw.startswith("file://"):
+        path = raw[len("file://") :]
+        if not path.startswith("/") or path.rstrip("/") == "":
+            problems.append(
+                "RELAY_ARCHIVE must name an absolute folder (file:///var/lib/upscale-relay/"
+                f"outputs), got {raw!r}"
+            )
+            return None
+        return "file://" + (path.rstrip("/") or "/")
+    if raw.startswith("s3://"):
+        bucket = raw[len("s3://") :].split("/", 1)[0]
+        if not bucket:
+            problems.append(f"RELAY_ARCHIVE must name a bucket (s3://bucket/prefix), got {raw!r}")
+            return None
+        return raw.rstrip("/")
+    # the value may hold credentials (a URL with a user): never echoed back beyond its scheme
+    scheme = raw.split(":", 1)[0][:16] if ":" in raw else "(none)"
+    problems.append(
+        f"RELAY_ARCHIVE must start with file:// or s3://, got a value with scheme {scheme!r}"
+    )
+    return None
 
 
 def is_loopback_host(host: str) -> bool:

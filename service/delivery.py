@@ -9,12 +9,13 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from service import netguard, notify, outbound, outbox, retry, signing
+from service.archive.present import ARCHIVED_TYPES, strip_keys
 from service.config import Settings
 from service.metrics import Metrics
 from service.outbox import Attempt, Delivery, Subscription
@@ -119,6 +120,8 @@ class Deliverer:
         # whether a finished send may let the loop claim more (slots were short, or due
         # rows were held back by a cap, an order or a pace)
         self._waiting = True
+        # RELAY_ARCHIVE: how a notification shows archived outputs (service.archive.present)
+        self.present: Callable[[Event], Awaitable[Event]] | None = None
 
     async def aclose(self) -> None:
         """Stop sending and close every client."""
@@ -138,6 +141,9 @@ class Deliverer:
     async def send(self, delivery: Delivery, sub: Subscription | None, event: Event) -> Attempt:
         """One attempt: guard the target, POST, and judge the answer."""
         url = delivery.url or (sub.url if sub else "")
+        if event.type in ARCHIVED_TYPES:
+            # archived outputs: their keys become URLs (S3: signed afresh for each send)
+            event = await self.present(event) if self.present else strip_keys(event)
         body = self._body(delivery, sub, event)
         now = self._clock()
         headers = {"content-type": "application/json"}

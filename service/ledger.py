@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from service import confirm, jobs, metrics, owners
+from service.archive import units as archive_units
+from service.archive.units import PLAN
 from service.jobs import CallbackReport, Report, Status
 from service.outbox import append_event
 from service.store import Event, Idempotent, Job, Tx
@@ -277,6 +279,11 @@ async def _moved(
         metrics.job_ended(tx, job, now)
     data = _data(job, report, extra)
     status = str(report.status)
+    if report.status is Status.SUCCEEDED and PLAN in tx.memo:
+        # RELAY_ARCHIVE: the outputs are copied; before_notify holds the announcement
+        waiting = await archive_units.begin(tx, job, now, data)
+        if waiting is not None:
+            return waiting
     return await append_event(tx, job.id, "job." + status, source, now, data, status, job)
 
 

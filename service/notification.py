@@ -52,7 +52,19 @@ DATA_PROPERTIES: dict[str, dict[str, Any]] = {
         "items": {
             "type": "object",
             "required": ["url"],
-            "properties": {"url": _STR, "media_type": _NULL_STR},
+            "properties": {
+                "url": _STR,
+                "media_type": _NULL_STR,
+                # RELAY_ARCHIVE: the copy in the team's storage, once archived
+                "archive_url": {"type": ["string", "null"]},
+                "archive_status": {"enum": ["pending", "archived", "failed", "deleted"]},
+                "archive_error": _STR,
+                "sha256": _STR,
+                "bytes": {"type": "integer", "minimum": 0},
+                "content_type": _STR,
+                "width": {"type": "integer", "minimum": 0},
+                "height": {"type": "integer", "minimum": 0},
+            },
         },
     },
     "error": {

@@ -20,6 +20,10 @@ from service.store.records import NewDelivery
 from service.store.records import Subscription as Subscription
 
 NOTIFY_TYPES = ("job.queued", "job.processing", "job.succeeded", "job.failed", "job.canceled")
+# Archiving (RELAY_ARCHIVE): fanned out only to subscriptions that name them (or job.*),
+# never to per-job webhooks, never by default.
+ARCHIVE_TYPES = ("job.archived", "job.archive_failed")
+FAN_OUT_TYPES = frozenset((*NOTIFY_TYPES, *ARCHIVE_TYPES))
 TERMINAL_TYPES = ("job.succeeded", "job.failed", "job.canceled")
 TEST_TYPE = "job.test"
 # Pixazo's own webhook_events_filter names, as the relay applies them to per-job webhooks.
@@ -89,7 +93,7 @@ async def append_event(
     if event is None:
         return None
     tx.notify("events")
-    if event.job_id is not None and event.type in NOTIFY_TYPES:
+    if event.job_id is not None and event.type in FAN_OUT_TYPES:
         await _fan_out(tx, event, job)
     return event
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT = 1.0
 DEAD_AFTER = 4.0
 # Wake-up channels of the workers (Poller, Deliverer), signalled when an owner is found dead.
-CHANNELS = ("poll", "deliveries")
+CHANNELS = ("poll", "deliveries", "archives")
 
 
 def alive_after(now: float) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from service.errors import StorageUnavailable
 from service.store import Store
@@ -54,13 +54,33 @@ def interval(retention: float) -> float:
     return min(3600.0, max(1.0, retention / 24))
 
 
-async def run_forever(store: Store, days: float, clock: Callable[[], float]) -> None:
-    """Prune at start, then every `interval`, what ended more than `days` ago."""
-    retention = days * 86400.0
+async def run_forever(
+    store: Store,
+    days: float | None,
+    clock: Callable[[], float],
+    archive: tuple[Callable[[float, float], Awaitable[int]], float] | None = None,
+) -> None:
+    """Prune at start, then every `interval`, what ended more than `days` ago; with
+    `archive` (expire, its days), also delete archived files older than its days."""
+    retention = min(d * 86400.0 for d in (days, archive[1] if archive else None) if d)
     while True:
         now = clock()
+        if archive is not None:
+            expire, archive_days = archive
+            try:
+                gone = await expire(now - archive_days * 86400.0, now)
+            except Exception:
+                log.exception("retention: archived files not deleted; trying again later")
+            else:
+                if gone:
+                    log.info(
+                        "retention: deleted %d archived files over %g days old", gone, archive_days
+                    )
+        if days is None:
+            await asyncio.sleep(interval(retention))
+            continue
         try:
-            done = await prune(store, now - retention, now, PAUSE)
+            done = await prune(store, now - days * 86400.0, now, PAUSE)
         except StorageUnavailable as exc:
             log.warning("retention: prune not done: %s", exc.reason)
         except Exception:

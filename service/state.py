@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service import netguard, outbound, outbox, owners
+from service.archive.present import Presenter
+from service.archive.worker import Archiver
 from service.config import Settings
 from service.delivery import Deliverer
 from service.metrics import Metrics
@@ -40,3 +42,6 @@ class Relay:
     # set when a drain begins (SIGTERM, or the lifespan's end): the loop time it must end by
     drain_deadline: float | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    # RELAY_ARCHIVE: copies outputs of succeeded jobs (None: archiving is off)
+    archiver: Archiver | None = None
+    presenter: Presenter | None = None

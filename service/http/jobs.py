@@ -230,10 +230,16 @@ async def list_jobs(request: Request) -> Response:
 )
 async def get_job(request: Request) -> Response:
     """GET /v1/jobs/{id}."""
-    job = await deps.relay_of(request).store.get_job(request.path_params["id"])
+    relay = deps.relay_of(request)
+    job = await relay.store.get_job(request.path_params["id"])
     if job is None:
         raise ApiError(404, "job_not_found", f"no job {request.path_params['id']!r}")
-    return deps.JSON(job.public())
+    shown = job.public()
+    if relay.presenter is not None and job.status is Status.SUCCEEDED and job.outputs:
+        # archived outputs: their state, and a fresh archive_url (S3: signed now)
+        rows = await relay.store.archives(job.id)
+        shown["outputs"] = await relay.presenter.job_outputs(job.id, job.outputs, rows)
+    return deps.JSON(shown)
 
 
 @deps.operation(

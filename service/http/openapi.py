@@ -96,7 +96,11 @@ def routes(app_routes: list[BaseRoute], prefix: str = "") -> Iterator[tuple[str,
 
 
 # Routes whose success answer is not JSON.
-_MEDIA = {"/metrics": "text/plain", "/v1/events/stream": "text/event-stream"}
+_MEDIA = {
+    "/metrics": "text/plain",
+    "/v1/events/stream": "text/event-stream",
+    "/v1/outputs/{job_id}/{n}": "application/octet-stream",
+}
 
 
 def _answer(description: str, schema: deps.Schema | None, media: str | None = None) -> deps.Schema:

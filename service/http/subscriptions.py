@@ -20,7 +20,7 @@ from service.submit import invalid
 if TYPE_CHECKING:
     from service.state import Relay
 
-EVENT_NAMES = (*outbox.NOTIFY_TYPES, "job.*")
+EVENT_NAMES = (*outbox.NOTIFY_TYPES, *outbox.ARCHIVE_TYPES, "job.*")
 MAX_URL = catalog.MAX_URL
 MAX_EVENTS = 16
 MAX_DESCRIPTION = 500

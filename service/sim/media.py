@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import posixpath
+import struct
+import zlib
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -51,6 +53,26 @@ def fake_bytes(media_type: str, size: int = DEFAULT_SIZE, seed: str = "") -> byt
     block = hashlib.sha256(f"{media_type}|{seed}".encode()).digest() * 128
     body = head + block * (size // len(block) + 1)
     return body[:size]
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def png_bytes(width: int, height: int, size: int = 0, seed: str = "") -> bytes:
+    """A real PNG of `width` x `height` (grey, filtered rows of zeros), padded to at least
+    `size` bytes with a private ancillary chunk (decoders skip it)."""
+    raw = b"".join(b"\x00" + bytes(width) for _ in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    head = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw))
+    tail = _chunk(b"IEND", b"")
+    room = size - len(head) - len(tail) - 12
+    if room > 0:
+        block = hashlib.sha256(seed.encode()).digest() * 64
+        pad = (block * (room // len(block) + 1))[:room]
+        head += _chunk(b"prVt", pad)
+    return head + tail
 
 
 class MediaSim:

@@ -8,7 +8,7 @@ import http
 import json
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from service.sim import media
@@ -127,6 +127,17 @@ class PixazoSim:
         self.callback_before_answer = False
         self.callback_timeout = 5.0
         self.status_override: dict[str, str] = {}
+        # the outputs' media route (/outputs/...): a real PNG of output_dimensions (or fake
+        # video bytes), padded to output_size; output_failures 503s first, output_status
+        # always, output_delay seconds between 64 KiB chunks
+        self.output_dimensions = (64, 48)
+        self.output_size: int | None = None
+        self.output_failures = 0
+        self.output_status: int | None = None
+        self.output_delay = 0.0
+        self.output_media_type: str | None = None  # the Content-Type it claims, when set
+        self.output_requests = 0
+        self.output_bodies: dict[str, bytes] = {}
         self.requests: list[RecordedRequest] = []
         self.jobs: dict[str, SimJob] = {}
         self.callbacks_sent: list[CallbackAttempt] = []
@@ -329,7 +340,29 @@ class PixazoSim:
             return _error(404, "No such object.")
         name: str = request.path_params["name"]
         media_type = media.media_type_for(name)
-        return Response(media.fake_bytes(media_type, seed=request_id), media_type=media_type)
+        claimed = self.output_media_type or media_type
+        self.output_requests += 1
+        if self.output_failures > 0:
+            self.output_failures -= 1
+            return _error(503)
+        if self.output_status is not None:
+            return _error(self.output_status)
+        if media_type == "image/png":
+            width, height = self.output_dimensions
+            body = media.png_bytes(width, height, self.output_size or 0, seed=request_id)
+        else:
+            body = media.fake_bytes(media_type, self.output_size or 2048, seed=request_id)
+        self.output_bodies[request_id] = body
+        if not self.output_delay:
+            return Response(body, media_type=claimed)
+
+        async def slowly() -> AsyncIterator[bytes]:
+            for start in range(0, len(body), 64 * 1024):
+                yield body[start : start + 64 * 1024]
+                await asyncio.sleep(self.output_delay)
+
+        # chunked, no length announced: the receiver finds the size as it reads
+        return StreamingResponse(slowly(), media_type=claimed)
 
     # -- internals ----------------------------------------------------------------------
 

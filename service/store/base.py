@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from service.jobs import Status
+from service.store.archives import Archive, Copied, NewArchive
 from service.store.codec import dumps as dumps
 from service.store.codec import iso as iso
 from service.store.model import Head
@@ -309,6 +310,44 @@ class OwnersRepo(Protocol):
         """Delete this owner's row."""
 
 
+class ArchivesRepo(Protocol):
+    """The archives rows (RELAY_ARCHIVE) as one unit of work sees them."""
+
+    async def add(self, rows: Sequence[NewArchive]) -> None:
+        """Add outputs to copy, each due at once (one already there is left alone)."""
+
+    async def claim(
+        self, now: float, limit: int, owner: str, until: float, alive_after: float
+    ) -> list[Archive]:
+        """Lease to `owner` until `until` pending rows that are due, or leased by an owner not
+        alive after `alive_after` (or gone), oldest due first."""
+
+    async def done(self, job_id: str, n: int, owner: str, copied: Copied, now: float) -> bool:
+        """The copy is in the archive: whether `owner` still held the row's lease."""
+
+    async def retry(self, job_id: str, n: int, owner: str, due: float, error: str) -> bool:
+        """The copy failed and is tried again at `due`: whether `owner` held the lease."""
+
+    async def fail(self, job_id: str, n: int, owner: str, error: str, now: float) -> bool:
+        """The copy is given up: whether `owner` held the lease."""
+
+    async def for_job(self, job_id: str) -> list[Archive]:
+        """A job's rows, by output number (PostgreSQL: locked to the unit's end, so units
+        settling outputs of one job take turns and exactly one sees them all settled)."""
+
+    async def release(self, owner: str, now: float) -> int:
+        """Give up every pending row `owner` has leased: due at `now`."""
+
+    async def expired(self, before: float, limit: int) -> list[Archive]:
+        """Up to `limit` copied rows of jobs that ended before `before`."""
+
+    async def deleted(self, job_id: str, n: int, now: float) -> None:
+        """The copy was removed from the archive (retention)."""
+
+    async def next_due(self) -> float | None:
+        """When the next pending row is due (or its lease runs out)."""
+
+
 class Tx(Protocol):
     """One unit of work's view of the store: its repositories and its wake-ups."""
 
@@ -335,6 +374,10 @@ class Tx(Protocol):
     @property
     def owners(self) -> OwnersRepo:
         """The owners rows (process liveness)."""
+
+    @property
+    def archives(self) -> ArchivesRepo:
+        """The archives rows (outputs to copy)."""
 
     @property
     def memo(self) -> dict[str, Any]:
@@ -385,6 +428,9 @@ class Store(Protocol):
 
     async def get_job(self, job_id: str) -> Job | None:
         """A job by id."""
+
+    async def archives(self, job_id: str) -> list[Archive]:
+        """A job's archives rows, by output number."""
 
     async def list_jobs(
         self,

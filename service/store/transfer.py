@@ -15,9 +15,17 @@ from service.store.postgres.load import DatabaseError, PgTarget, TargetBusy
 from service.store.sqlite.export import SourceError, SqliteSource
 
 # In the order of their references; `owners` (process liveness) and `probe` stay behind.
-TABLES = ("jobs", "events", "idempotency", "subscriptions", "deliveries", "attempts")
+TABLES = ("jobs", "archives", "events", "idempotency", "subscriptions", "deliveries", "attempts")
 # A target holding any of these is someone's installation: never merged into.
-GUARDED = ("jobs", "events", "subscriptions", "deliveries", "idempotency", "attempts")
+GUARDED = (
+    "jobs",
+    "archives",
+    "events",
+    "subscriptions",
+    "deliveries",
+    "idempotency",
+    "attempts",
+)
 SKIPPED_META = ("probe",)
 VERSION_KEY = "subscriptions_version"  # the outbox's cache key: moved on so caches reload
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")

@@ -15,6 +15,7 @@ from service.http import deps
 from service.jobs import Status
 from service.store import Job, jobquery
 from service.ui import render
+from service.ui.paths import PREFIX
 from service.ui.session import UiError
 
 PAGE = 50
@@ -142,6 +143,17 @@ async def job_page(request: Request) -> Response:
     media_type = spec.media_type if spec is not None else "image"
     source = job.input.get(spec.media_param) if spec is not None else None
     outputs = [o for o in job.outputs if isinstance(o, dict)]
+    archived: list[dict[str, Any]] = []
+    if relay.presenter is not None and outputs:
+        # RELAY_ARCHIVE: each output's copy; a folder archive's file is served to the session
+        rows = await relay.store.archives(job.id)
+        shown = await relay.presenter.job_outputs(job.id, job.outputs, rows)
+        for n, out in enumerate(shown):
+            if isinstance(out, dict) and "archive_status" in out:
+                view = out.get("archive_url")
+                if view and relay.presenter.plan.served:
+                    view = f"{PREFIX}/outputs/{job.id}/{n}"
+                archived.append({**out, "n": n, "view": view})
     first = next((e.created_at for e in events if e.type == "job.queued"), None)
     timings = [
         ("Created", job.created_at),
@@ -157,6 +169,7 @@ async def job_page(request: Request) -> Response:
         "media_type": media_type,
         "source": source,
         "outputs": outputs,
+        "archived": archived,
         "after": outputs[0]["url"] if outputs and render.is_http(outputs[0].get("url")) else None,
         "events": events,
         "last_event": events[-1].id if events else 0,

@@ -10,7 +10,7 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from service.http import deps, stream
+from service.http import deps, outputs, stream
 from service.ui import (
     deliveries,
     pages,
@@ -54,6 +54,12 @@ async def events(request: Request) -> Response:
     return await stream.event_stream(request)
 
 
+async def output(request: Request) -> Response:
+    """GET /ui/outputs/{job_id}/{n}: an output of a folder archive, with the session instead
+    of a bearer header (an <img> or <video> cannot send one); the API's handler."""
+    return await outputs.get_output(request)
+
+
 def build() -> ASGIApp:
     """The dashboard's app: its routes behind the session and the sign-in gate."""
     routes: list[BaseRoute] = [
@@ -61,6 +67,7 @@ def build() -> ASGIApp:
         Route("/jobs", render.guarded(pages.jobs_page), methods=["GET"]),
         Route("/jobs/{id}", render.guarded(pages.job_page), methods=["GET"]),
         Route("/events/stream", render.guarded(events), methods=["GET"]),
+        Route("/outputs/{job_id}/{n}", render.guarded(output), methods=["GET"]),
         Route("/signin", render.guarded(signin_form), methods=["GET"]),
         Route("/signin", render.guarded(session.checked(signin)), methods=["POST"]),
         Route("/signout", render.guarded(session.checked(signout)), methods=["POST"]),

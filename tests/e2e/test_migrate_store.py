@@ -31,7 +31,16 @@ pytestmark = pytest.mark.e2e
 EXE = str(Path(sys.executable).with_name("upscale-relay"))
 SECRET = "migrate-store-test-relay-secret-0123456789"
 # The copied tables, as the command prints them.
-TABLES = ("jobs", "events", "idempotency", "subscriptions", "deliveries", "attempts", "meta")
+TABLES = (
+    "jobs",
+    "archives",
+    "events",
+    "idempotency",
+    "subscriptions",
+    "deliveries",
+    "attempts",
+    "meta",
+)
 
 
 def scenario_job(scenario: ScenarioSim) -> dict[str, Any]:

@@ -53,6 +53,8 @@ async def _run(folder: Path, ready: threading.Event, stop: asyncio.Event, out: d
                 "RELAY_ALLOW_PRIVATE_TARGETS": "1",
                 "RELAY_RETRY_SCHEDULE": "0",
                 "RELAY_DELIVERY_TIMEOUT": "0.2",
+                # succeeded jobs' outputs archived, so GET /v1/outputs has files to serve
+                "RELAY_ARCHIVE": f"file://{folder}/archive",
                 "RELAY_POLL_MIN": "0.05",
                 "RELAY_POLL_MAX": "0.2",
                 "PIXAZO_API_KEY": pixazo.api_key,

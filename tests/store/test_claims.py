@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from service import ledger, outbox, owners
-from service.store import Store
+from service.archive import units as archive_units
+from service.store import Store, Tx
+from service.store.archives import NewArchive
 
 NOW = 1_800_000_000.0
 DEAD = owners.DEAD_AFTER
@@ -41,6 +43,30 @@ async def due_deliveries(store: Store, *due: float) -> list[str]:
         return (await store.write(lambda tx: outbox.send_test(tx, sub, at))).id
 
     return [await one(at) for at in due]
+
+
+async def due_archives(store: Store, *due: float) -> list[str]:
+    """One output copy per due time (of jobs made for them), in that order."""
+    jobs = await due_jobs(store, *(NOW + 1e6 for _ in due))
+    rows = [
+        NewArchive(job_id, 0, f"https://media.example/{job_id}.png", "image/png", True, at, NOW)
+        for job_id, at in zip(jobs, due, strict=True)
+    ]
+
+    async def add(tx: Tx) -> None:
+        await tx.archives.add(rows)
+
+    await store.write(add)
+    return [f"{job_id}/0" for job_id in jobs]
+
+
+async def claim_archives(store: Store, owner: str, now: float, limit: int = 100) -> list[str]:
+    found = await store.write(lambda tx: archive_units.claim(tx, now, limit, owner, LEASE))
+    return [f"{a.job_id}/{a.n}" for a in found]
+
+
+async def release_archives(store: Store, owner: str, now: float) -> int:
+    return await store.write(lambda tx: tx.archives.release(owner, now))
 
 
 async def claim_jobs(store: Store, owner: str, now: float, limit: int = 100) -> list[str]:
@@ -79,6 +105,7 @@ Release = Callable[[Store, str, float], Awaitable[int]]
 KINDS = {
     "jobs": (due_jobs, claim_jobs, release_jobs),
     "deliveries": (due_deliveries, claim_deliveries, release_deliveries),
+    "archives": (due_archives, claim_archives, release_archives),
 }
 kinds = pytest.mark.parametrize("kind", sorted(KINDS))
 

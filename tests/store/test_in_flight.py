@@ -138,6 +138,7 @@ async def test_the_migration_counts_the_jobs_already_there(tmp_path: Path) -> No
         for name in ("jobs_in_flight_insert", "jobs_in_flight_delete", "jobs_in_flight_update"):
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute("DROP TABLE in_flight")
+        conn.execute("DROP TABLE archives")  # and before 010's archiving
         conn.execute("DROP INDEX jobs_unpruned")  # and before 009's retention
         conn.execute("ALTER TABLE jobs DROP COLUMN pruned_at")
         conn.execute("PRAGMA user_version = 7")  # the version just before 008

@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from service.errors import StorageUnavailable
 from service.store import jobquery
+from service.store.archives import Archive
 from service.store.base import Unit, run_hooks
 from service.store.codec import redacted
 from service.store.model import Idempotent, Job, _idem
@@ -338,6 +339,11 @@ class PostgresStore:
         """A job by id."""
         rows = await self._rows("SELECT * FROM jobs WHERE id = %s", (job_id,))
         return Job.from_row(rows[0]) if rows else None
+
+    async def archives(self, job_id: str) -> list[Archive]:
+        """A job's archives rows, by output number."""
+        rows = await self._rows("SELECT * FROM archives WHERE job_id = %s ORDER BY n", (job_id,))
+        return [Archive.from_row(r) for r in rows]
 
     async def list_jobs(
         self,

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from service.store.codec import dumps
+from service.store.postgres.archives import Archives
 from service.store.postgres.jobs import Conn, Idempotency, Jobs
 from service.store.postgres.outbox import Deliveries, Subscriptions
 from service.store.postgres.owners import Owners
@@ -139,3 +140,8 @@ class PgTx:
     def owners(self) -> Owners:
         """The owners rows."""
         return Owners(self.conn)
+
+    @property
+    def archives(self) -> Archives:
+        """The archives rows (outputs to copy)."""
+        return Archives(self.conn)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from service.errors import StorageUnavailable
 from service.store import jobquery
+from service.store.archives import Archive
 from service.store.base import Tx, Unit, run_hooks
 from service.store.model import Idempotent, Job, _idem
 from service.store.records import Event, Pruned
@@ -544,6 +545,17 @@ class SqliteStore(Reads):
         def q(conn: sqlite3.Connection) -> Job | None:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return Job.from_row(row) if row else None
+
+        return await self.read(q)
+
+    async def archives(self, job_id: str) -> list[Archive]:
+        """A job's archives rows, by output number."""
+
+        def q(conn: sqlite3.Connection) -> list[Archive]:
+            rows = conn.execute(
+                "SELECT * FROM archives WHERE job_id = ? ORDER BY n", (job_id,)
+            ).fetchall()
+            return [Archive.from_row(r) for r in rows]
 
         return await self.read(q)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from service.store.codec import dumps, ids_json
 from service.store.records import Event
+from service.store.sqlite.archives import Archives
 from service.store.sqlite.jobs import Idempotency, Jobs
 from service.store.sqlite.outbox import Deliveries, Subscriptions
 from service.store.sqlite.owners import Owners
@@ -109,3 +110,8 @@ class SqliteTx:
     def owners(self) -> Owners:
         """The owners rows."""
         return Owners(self.conn)
+
+    @property
+    def archives(self) -> Archives:
+        """The archives rows (outputs to copy)."""
+        return Archives(self.conn)
