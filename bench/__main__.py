@@ -29,6 +29,7 @@ BENCHMARKS = {
     "submit": "10. Submissions",
     "ui": "11. Dashboard",
     "archive": "12. Archiving",
+    "archive_s3": "13. S3 archive",
 }
 
 
