@@ -26,6 +26,11 @@ def _apply_sql(status: Status) -> str:
 # `apply_callback`'s statement per state it moves a job to (the states before it are fixed)
 _APPLY = {s: _apply_sql(s) for s in Status if not s.terminal and s.rank > 0}
 
+T = TypeVar("T")
+
+# The most rows one set-based statement writes (and so the most sizes it is prepared in)
+GROUP_MOST = 256
+
 # `apply_callbacks`: the same change for many jobs, each row's state checked against its own
 _EARLIER = " ".join(f"WHEN '{s}' THEN jobs.status IN ({states_before(s)})" for s in _APPLY)
 
@@ -43,21 +48,10 @@ def _apply_many_sql(count: int) -> str:
     )
 
 
-def chunks(rows: Sequence[T], most: int = 128) -> list[Sequence[T]]:
-    """`rows` in pieces of a power of two up to `most`: a batch's set-based statements come
-    in a few sizes only, so their prepared statements stay in the connection's cache."""
-    out: list[Sequence[T]] = []
-    start = 0
-    while start < len(rows):
-        size = most
-        while size > len(rows) - start:
-            size //= 2
-        out.append(rows[start : start + size])
-        start += size
-    return out
-
-
-T = TypeVar("T")
+def chunks(rows: Sequence[T]) -> list[Sequence[T]]:
+    """`rows` in pieces of at most GROUP_MOST: one statement each, prepared once per size (the
+    writer's statement cache holds every size: see store.CACHED_STATEMENTS)."""
+    return [rows[i : i + GROUP_MOST] for i in range(0, len(rows), GROUP_MOST)]
 
 
 class Jobs:

@@ -296,6 +296,11 @@ def _prepare(path: Path) -> None:
         os.close(fd)
 
 
+# The writer's prepared statements kept: its own (~100) and the set-based ones, one per size
+# from GROUPED_FROM to GROUP_MOST rows (sqlite3's default keeps 128, which they would churn).
+CACHED_STATEMENTS = 1024
+
+
 def _open_writer(path: str, wait_ms: int) -> sqlite3.Connection:
     """The writer connection, migrated: run on the writer's thread (migrations wait for locks)."""
     if path != ":memory:":
@@ -303,7 +308,9 @@ def _open_writer(path: str, wait_ms: int) -> sqlite3.Connection:
     # check_same_thread=False: the writer's thread opens it and runs BEGIN (when it must wait)
     # and COMMIT; the event loop's thread runs the units in between (Store._write_loop). The
     # two never touch it at the same time: the loop awaits each call it hands over.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, cached_statements=CACHED_STATEMENTS
+    )
     try:
         _connect_options(conn, wait_ms)
         _migrate(conn)
