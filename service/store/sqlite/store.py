@@ -166,7 +166,8 @@ def _run(fn: SqliteUnit, tx: Tx) -> Any:
 
 
 # The shortest run of like units written together: measured per callback on the loop's
-# thread, two grouped cost ~5 us more than two alone, four ~8 us less, 32 ~23 us less.
+# thread (bench/grouped_writes.py), two grouped cost ~5 us more than two alone, four 8-14 us
+# less, 32 23-29 us less.
 GROUPED_FROM = 4
 
 
