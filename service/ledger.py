@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -11,8 +12,9 @@ from service import confirm, jobs, metrics, owners
 from service.archive import units as archive_units
 from service.archive.units import PLAN
 from service.jobs import CallbackReport, Report, Status
-from service.outbox import append_event
-from service.store import Event, Idempotent, Job, Tx
+from service.outbox import append_event, fanned_out
+from service.store import Event, Grouped, Idempotent, Job, Tx, Unit
+from service.store.base import NewEvent
 from service.store.model import Head
 
 Source = Literal["api", "callback", "poll", "system"]
@@ -317,17 +319,95 @@ async def _keep_callback(
     return "dropped"
 
 
-async def record_callback(
-    tx: Tx, job_id: str, raw: str, heard: CallbackReport, digest: str, now: float
-) -> tuple[CallbackOutcome, Job | Head | None]:
-    """Record a callback its adapter parsed; apply what needs no confirmation, schedule the rest."""
-    status, raw_status, request_id = heard.status, heard.raw_status, heard.request_id
-    received = {"body": raw[:65536], "status": raw_status, "request_id": request_id}
-    if (
+Recorded = tuple[CallbackOutcome, Job | Head | None]
+
+
+def _fast(heard: CallbackReport) -> bool:
+    """Whether a callback may move its job forward in one statement (see record_callback)."""
+    status, request_id = heard.status, heard.request_id
+    return (
         status is not None
         and not status.terminal
         and (not request_id or isinstance(request_id, str))
-    ):
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Heard:
+    """A callback as `record_callbacks` takes it."""
+
+    job_id: str
+    raw: str
+    heard: CallbackReport
+    now: float
+
+
+def callback_unit(
+    job_id: str, raw: str, heard: CallbackReport, digest: str, now: float
+) -> Unit[Recorded]:
+    """The unit that records a callback: one the store may write set-based with the callbacks
+    queued beside it when it may move its job forward in one statement."""
+
+    async def whole(tx: Tx) -> Recorded:
+        return await record_callback(tx, job_id, raw, heard, digest, now)
+
+    if not _fast(heard) or heard.status is None or heard.status.rank == 0:
+        return whole
+
+    async def rest(tx: Tx) -> Recorded:
+        return await record_callback(tx, job_id, raw, heard, digest, now, tried=True)
+
+    return Grouped(record_callbacks, _Heard(job_id, raw, heard, now), job_id, whole, rest)
+
+
+async def record_callbacks(txs: Sequence[Tx], items: Sequence[Any]) -> list[Recorded | None]:
+    """The fast path of record_callback for many callbacks, each on its own job: one UPDATE of
+    the jobs and one INSERT of their events; None for a callback that did not apply."""
+    calls: Sequence[_Heard] = items
+    applied = await txs[0].jobs.apply_callbacks(
+        [
+            (c.job_id, c.heard.status, c.heard.progress, c.heard.request_id or None, c.now)
+            for c in calls
+            if c.heard.status is not None
+        ]
+    )
+    out: list[Recorded | None] = []
+    rows: list[NewEvent] = []
+    moved: list[tuple[Tx, Job]] = []
+    for tx, c in zip(txs, calls, strict=True):
+        job = applied.get(c.job_id)
+        if job is None or c.heard.status is None:
+            out.append(None)
+            continue
+        status, raw_status = c.heard.status, c.heard.raw_status
+        received = {"body": c.raw[:65536], "status": raw_status, "request_id": c.heard.request_id}
+        report = Report(status, str(raw_status), progress=c.heard.progress)
+        data = _data(job, report, {"callback": received})
+        rows.append((job.id, "job." + str(status), "callback", c.now, data, str(status)))
+        moved.append((tx, job))
+        out.append(("applied", job))
+    events = await txs[0].events.append_many(rows)
+    await fanned_out(
+        [(tx, event, job) for (tx, job), event in zip(moved, events, strict=True) if event]
+    )
+    return out
+
+
+async def record_callback(
+    tx: Tx,
+    job_id: str,
+    raw: str,
+    heard: CallbackReport,
+    digest: str,
+    now: float,
+    tried: bool = False,
+) -> Recorded:
+    """Record a callback its adapter parsed; apply what needs no confirmation, schedule the rest.
+
+    `tried`: its one-statement fast path was tried already in this transaction."""
+    status, raw_status, request_id = heard.status, heard.raw_status, heard.request_id
+    received = {"body": raw[:65536], "status": raw_status, "request_id": request_id}
+    if status is not None and not tried and _fast(heard):
         # The common case in one statement (the job at an earlier state, its provider id
         # known and the one named): one event, the job's new state, the raw callback inside.
         # Anything else changes nothing here and is decided below.

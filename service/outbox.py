@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,12 +99,26 @@ async def append_event(
     return event
 
 
-async def _fan_out(tx: Tx, event: Event, job: Job | None) -> None:
+async def fanned_out(appended: Sequence[tuple[Tx, Event, Job]]) -> None:
+    """What `append_event` does after its insert, for job events appended together
+    (`EventsRepo.append_many`): each on its own unit's Tx, the subscriptions read once."""
+    if not appended:
+        return
+    subs = await _active(appended[0][0])
+    for tx, event, job in appended:
+        tx.notify("events")
+        if event.job_id is not None and event.type in NOTIFY_TYPES:
+            await _fan_out(tx, event, job, subs)
+
+
+async def _fan_out(
+    tx: Tx, event: Event, job: Job | None, subs: list[Subscription] | None = None
+) -> None:
     assert event.job_id is not None  # noqa: S101 - checked by the caller
     rows: list[NewDelivery] = []
     wanted: dict[str, Subscription] = {}
     now = event.created_at
-    for sub in await _active(tx):
+    for sub in await _active(tx) if subs is None else subs:
         if sub.wants(event.type, event.data):
             ordered, _, _ = default_pace(sub.kind)
             wanted[sub.id] = sub

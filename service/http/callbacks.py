@@ -89,7 +89,7 @@ class PixazoCallbacks:
         digest = store.body_hash(raw)
         heard = providers.parse_callback("pixazo", body)
         outcome, job = await relay.store.write(
-            lambda tx: ledger.record_callback(tx, job_id, text, heard, digest, now)
+            ledger.callback_unit(job_id, text, heard, digest, now)
         )
         if job is None:
             raise ApiError(404, "not_found", "no such callback")

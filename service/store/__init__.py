@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from service.store.base import (
     Event,
+    Grouped,
     Idempotent,
     Job,
     Store,
@@ -20,6 +21,7 @@ LOCK_WAIT = 10.0
 
 __all__ = [
     "Event",
+    "Grouped",
     "Idempotent",
     "Job",
     "Store",

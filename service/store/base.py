@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from service.jobs import Status
 from service.store.archives import Archive, Copied, NewArchive
@@ -24,6 +24,11 @@ from service.store.records import Event as Event
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+# (job id, type, source, created_at, data, dedupe): an event as `EventsRepo.append_many` takes it
+NewEvent = tuple[str, str, str, float, dict[str, Any], str]
+# (job id, status, progress, request id, now): a callback as `JobsRepo.apply_callbacks` takes it
+Applied = tuple[str, Status, float | None, str | None, float]
 
 
 class EventsRepo(Protocol):
@@ -41,6 +46,11 @@ class EventsRepo(Protocol):
         """Append an event; None when the job has an event under `dedupe` already.
 
         Its id is a cursor: a reader that saw it never later sees a smaller new one."""
+
+    async def append_many(self, rows: Sequence[NewEvent]) -> list[Event | None]:
+        """Append these events in this order (ids ascending with it), each as `append` would:
+        None for one whose job has an event under its dedupe key already. Every row has a
+        dedupe key and no two rows share one; an engine may write them in one statement."""
 
     async def exists(self, job_id: str, dedupe: str) -> bool:
         """Whether the job has an event under this dedupe key."""
@@ -110,6 +120,10 @@ class JobsRepo(Protocol):
         """The common callback in one statement: the job moves to `status` (not terminal) if
         it is at an earlier state, its provider id is known and is `request_id` (when given);
         progress only grows. The job as it leaves it, or None (nothing changed)."""
+
+    async def apply_callbacks(self, rows: Sequence[Applied]) -> dict[str, Job]:
+        """`apply_callback` for each (job id, status, progress, request id, now) row, no job id
+        twice; an engine may write them in one statement. The jobs it changed, by id."""
 
     async def callback_budget(self, job_id: str) -> tuple[int, int]:
         """The callback events stored for a job: in all, and after it ended."""
@@ -391,6 +405,36 @@ class Tx(Protocol):
 
 
 Unit = Callable[[Tx], Awaitable[T]]
+
+
+class Grouped(Generic[T]):
+    """A unit of work an engine may run set-based with the like units queued beside it.
+
+    Called alone it is an ordinary unit (`whole`), and an engine that never groups sees only
+    that. An engine that groups calls `together(txs, items)` once for a run of consecutive
+    units sharing `together`, no `key` twice, each unit's own Tx beside its item (statements
+    may go through any of them; wake-ups and after-commit calls go on the unit's own). It
+    returns each unit's result, or None for one it left alone, which the engine then runs as
+    `rest`. When `together` raises, nothing it did is kept and every unit runs as `whole`."""
+
+    __slots__ = ("item", "key", "rest", "together", "whole")
+
+    def __init__(
+        self,
+        together: Callable[[Sequence[Tx], Sequence[Any]], Awaitable[list[T | None]]],
+        item: Any,
+        key: str,
+        whole: Unit[T],
+        rest: Unit[T],
+    ) -> None:
+        self.together = together
+        self.item = item
+        self.key = key
+        self.whole = whole
+        self.rest = rest
+
+    def __call__(self, tx: Tx) -> Awaitable[T]:
+        return self.whole(tx)
 
 
 class Store(Protocol):

@@ -9,6 +9,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, tuple_row
 
 from service.jobs import Status
+from service.store.base import Applied
 from service.store.model import JOB_COLUMNS, Head, Idempotent, Job, _idem, dumps
 from service.store.schema import job_sets, states_before
 
@@ -218,6 +219,16 @@ class Jobs:
             _APPLY[status], (str(status), progress, progress, now, job_id, request_id, request_id)
         )
         return Job.from_values(row) if row else None
+
+    async def apply_callbacks(self, rows: Sequence[Applied]) -> dict[str, Job]:
+        """`apply_callback` for each (job id, status, progress, request id, now) row, no job id
+        twice. One statement each: this adapter runs every unit in its own transaction."""
+        changed: dict[str, Job] = {}
+        for job_id, status, progress, request_id, now in rows:
+            job = await self.apply_callback(job_id, status, progress, request_id, now)
+            if job is not None:
+                changed[job_id] = job
+        return changed
 
     async def callback_budget(self, job_id: str) -> tuple[int, int]:
         """The callback events stored for a job: in all, and after it ended."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from service.store.base import NewEvent
 from service.store.codec import dumps
 from service.store.postgres.archives import Archives
 from service.store.postgres.jobs import Conn, Idempotency, Jobs
@@ -70,6 +71,13 @@ class Events:
         # _VERSION): Subscriptions.version() in this unit answers it without a round trip
         self._tx.version = str(row["version"]) if row["version"] is not None else "0"
         return Event(int(row["id"]), job_id, type_, source, now, data)
+
+    async def append_many(self, rows: Sequence[NewEvent]) -> list[Event | None]:
+        """Append these events in this order; None for one whose job has an event under its
+        dedupe key already. One statement each: every unit has its own transaction here."""
+        if len({(r[0], r[5]) for r in rows}) < len(rows):
+            raise ValueError("two events of one batch share a job and a dedupe key")
+        return [await self.append(*row) for row in rows]
 
     async def exists(self, job_id: str, dedupe: str) -> bool:
         """Whether the job has an event under this dedupe key."""

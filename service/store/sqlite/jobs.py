@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from service.jobs import Status
+from service.store.base import Applied
 from service.store.model import JOB_COLUMNS, Head, Idempotent, Job, _idem, dumps
 from service.store.schema import job_sets, states_before
 
@@ -24,6 +25,33 @@ def _apply_sql(status: Status) -> str:
 
 # `apply_callback`'s statement per state it moves a job to (the states before it are fixed)
 _APPLY = {s: _apply_sql(s) for s in Status if not s.terminal and s.rank > 0}
+
+T = TypeVar("T")
+
+# The most rows one set-based statement writes (and so the most sizes it is prepared in)
+GROUP_MOST = 256
+
+# `apply_callbacks`: the same change for many jobs, each row's state checked against its own
+_EARLIER = " ".join(f"WHEN '{s}' THEN jobs.status IN ({states_before(s)})" for s in _APPLY)
+
+
+def _apply_many_sql(count: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * count)
+    # fixed states and columns; the values are parameters
+    return (
+        "UPDATE jobs SET status = v.column2,"  # noqa: S608
+        " progress = CASE WHEN v.column3 > jobs.progress THEN v.column3 ELSE jobs.progress END,"
+        f" updated_at = v.column5 FROM (VALUES {values}) AS v WHERE jobs.id = v.column1"
+        f" AND CASE v.column2 {_EARLIER} ELSE 0 END AND jobs.provider_job_id != ''"
+        " AND (v.column4 IS NULL OR jobs.provider_job_id = v.column4)"
+        f" RETURNING {JOB_COLUMNS}"
+    )
+
+
+def chunks(rows: Sequence[T]) -> list[Sequence[T]]:
+    """`rows` in pieces of at most GROUP_MOST: one statement each, prepared once per size (the
+    writer's statement cache holds every size: see store.CACHED_STATEMENTS)."""
+    return [rows[i : i + GROUP_MOST] for i in range(0, len(rows), GROUP_MOST)]
 
 
 class Jobs:
@@ -173,6 +201,21 @@ class Jobs:
             (str(status), progress, progress, now, job_id, request_id, request_id),
         ).fetchone()
         return Job.from_values(row) if row else None
+
+    async def apply_callbacks(self, rows: Sequence[Applied]) -> dict[str, Job]:
+        """`apply_callback` for each (job id, status, progress, request id, now) row, no job id
+        twice, in one statement (per power-of-two chunk). The jobs it changed, by id."""
+        changed: dict[str, Job] = {}
+        for chunk in chunks(rows):
+            params: list[Any] = []
+            for job_id, status, progress, request_id, now in chunk:
+                if status not in _APPLY:
+                    raise ValueError(f"a callback does not move a job to {status} in one step")
+                params += (job_id, str(status), progress, request_id, now)
+            for row in self._conn.execute(_apply_many_sql(len(chunk)), params):
+                job = Job.from_values(row)
+                changed[job.id] = job
+        return changed
 
     async def callback_budget(self, job_id: str) -> tuple[int, int]:
         """The callback events stored for a job: in all, and after it ended."""

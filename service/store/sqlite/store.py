@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from service.errors import StorageUnavailable
 from service.store import jobquery
 from service.store.archives import Archive
-from service.store.base import Tx, Unit, run_hooks
+from service.store.base import Grouped, Tx, Unit, run_hooks
 from service.store.model import Idempotent, Job, _idem
 from service.store.records import Event, Pruned
 from service.store.schema import migrations, refuse_newer
@@ -167,31 +167,97 @@ def _run(fn: SqliteUnit, tx: Tx) -> Any:
     raise RuntimeError("a unit of work awaited something other than the store inside SQLite")
 
 
+# The shortest run of like units written together: measured per callback on the loop's
+# thread (bench/grouped_writes.py), two grouped cost ~5 us more than two alone, four 8-14 us
+# less, 32 23-29 us less.
+GROUPED_FROM = 4
+
+
 def _run_units(
     conn: sqlite3.Connection, batch: list[tuple[SqliteUnit, SqliteTx]]
 ) -> list[tuple[bool, Any]]:
-    """Run every unit of an open transaction in a savepoint, so one failure spoils no other."""
+    """Run every unit of an open transaction in a savepoint, so one failure spoils no other;
+    a run of like Grouped units is written together first (see _run_group)."""
     results: list[tuple[bool, Any]] = []
     try:
-        for fn, tx in batch:
-            conn.execute("SAVEPOINT unit")
-            try:
-                results.append((True, _run(fn, tx)))
-                conn.execute("RELEASE unit")
-            except Exception as exc:
-                if not conn.in_transaction:
-                    # SQLite may roll the whole transaction back on a full disk or an I/O
-                    # error: then no unit of the batch is kept, and none may be acknowledged.
-                    raise
-                conn.execute("ROLLBACK TO unit")
-                conn.execute("RELEASE unit")
-                tx.channels.clear()
-                tx.hooks = None
-                results.append((False, exc))
+        start = 0
+        while start < len(batch):
+            end = _run_of(batch, start)
+            if end - start >= GROUPED_FROM:
+                results += _run_group(conn, batch[start:end])
+            else:
+                results += [_run_alone(conn, fn, tx) for fn, tx in batch[start:end]]
+            start = end
     except BaseException:
         _rollback(conn)
         raise
     return results
+
+
+def _run_of(batch: list[tuple[SqliteUnit, SqliteTx]], start: int) -> int:
+    """Where the run of Grouped units that may be written together from `start` ends: the
+    same `together`, no key twice (a job's second callback waits for the next run)."""
+    first = batch[start][0]
+    if not isinstance(first, Grouped):
+        return start + 1
+    keys: set[str] = set()
+    end = start
+    while end < len(batch):
+        fn = batch[end][0]
+        if not isinstance(fn, Grouped) or fn.together is not first.together or fn.key in keys:
+            break
+        keys.add(fn.key)
+        end += 1
+    return end
+
+
+def _run_group(
+    conn: sqlite3.Connection, run: list[tuple[SqliteUnit, SqliteTx]]
+) -> list[tuple[bool, Any]]:
+    """A run of Grouped units written set-based in one savepoint; the units it leaves, each
+    alone after it. If it fails, nothing of it is kept and each unit runs alone, whole, so one
+    bad unit fails only itself."""
+    units = [fn for fn, _ in run if isinstance(fn, Grouped)]
+    txs = [tx for _, tx in run]
+    items = [fn.item for fn in units]
+    conn.execute("SAVEPOINT grouped")
+    try:
+        done = _run(lambda _: units[0].together(txs, items), txs[0])
+        if not isinstance(done, list) or len(done) != len(run):
+            raise RuntimeError("a grouped write answered for other units than it was given")
+        conn.execute("RELEASE grouped")
+    except Exception:
+        if not conn.in_transaction:
+            raise  # the whole transaction is gone (a full disk, an I/O error): see _run_alone
+        conn.execute("ROLLBACK TO grouped")
+        conn.execute("RELEASE grouped")
+        for tx in txs:
+            tx.channels.clear()
+            tx.hooks = None
+        return [_run_alone(conn, fn.whole, tx) for fn, tx in zip(units, txs, strict=True)]
+    return [
+        (True, value) if value is not None else _run_alone(conn, fn.rest, tx)
+        for fn, tx, value in zip(units, txs, done, strict=True)
+    ]
+
+
+def _run_alone(conn: sqlite3.Connection, fn: SqliteUnit, tx: SqliteTx) -> tuple[bool, Any]:
+    """One unit in its own savepoint: what it did is kept, or nothing of it (its error)."""
+    conn.execute("SAVEPOINT unit")
+    try:
+        value = _run(fn, tx)
+        conn.execute("RELEASE unit")
+    except Exception as exc:
+        if not conn.in_transaction:
+            # SQLite may roll the whole transaction back on a full disk or an I/O
+            # error: then no unit of the batch is kept, and none may be acknowledged.
+            raise
+        conn.execute("ROLLBACK TO unit")
+        conn.execute("RELEASE unit")
+        tx.channels.clear()
+        tx.hooks = None
+        return False, exc
+    return True, value
 
 
 def _commit(conn: sqlite3.Connection, wait_ms: int) -> None:
@@ -233,6 +299,11 @@ def _prepare(path: Path) -> None:
         os.close(fd)
 
 
+# The writer's prepared statements kept: its own (~100) and the set-based ones, one per size
+# from GROUPED_FROM to GROUP_MOST rows (sqlite3's default keeps 128, which they would churn).
+CACHED_STATEMENTS = 1024
+
+
 def _open_writer(path: str, wait_ms: int) -> sqlite3.Connection:
     """The writer connection, migrated: run on the writer's thread (migrations wait for locks)."""
     if path != ":memory:":
@@ -240,7 +311,9 @@ def _open_writer(path: str, wait_ms: int) -> sqlite3.Connection:
     # check_same_thread=False: the writer's thread opens it and runs BEGIN (when it must wait)
     # and COMMIT; the event loop's thread runs the units in between (Store._write_loop). The
     # two never touch it at the same time: the loop awaits each call it hands over.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, cached_statements=CACHED_STATEMENTS
+    )
     try:
         _connect_options(conn, wait_ms)
         _migrate(conn)

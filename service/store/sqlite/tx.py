@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from service.store.base import NewEvent
 from service.store.codec import dumps, ids_json
 from service.store.records import Event
 from service.store.sqlite.archives import Archives
-from service.store.sqlite.jobs import Idempotency, Jobs
+from service.store.sqlite.jobs import Idempotency, Jobs, chunks
 from service.store.sqlite.outbox import Deliveries, Subscriptions
 from service.store.sqlite.owners import Owners
+
+
+def _append_many_sql(count: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * count)
+    # fixed columns; the values are parameters
+    return (
+        "INSERT INTO events (job_id, type, source, created_at, data, dedupe)"  # noqa: S608
+        f" VALUES {values} ON CONFLICT DO NOTHING RETURNING id, job_id, dedupe"
+    )
 
 
 class Events:
@@ -41,6 +51,26 @@ class Events:
         if cur.rowcount == 0:
             return None
         return Event(int(cur.lastrowid or 0), job_id, type_, source, now, data)
+
+    async def append_many(self, rows: Sequence[NewEvent]) -> list[Event | None]:
+        """Append these events in this order, one statement per power-of-two chunk; None for
+        one whose job has an event under its dedupe key already."""
+        if len({(r[0], r[5]) for r in rows}) < len(rows):
+            raise ValueError("two events of one batch share a job and a dedupe key")
+        out: list[Event | None] = []
+        for chunk in chunks(rows):
+            params: list[Any] = []
+            for job_id, type_, source, now, data, dedupe in chunk:
+                params += (job_id, type_, source, now, dumps(data), dedupe)
+            # one writer, rows inserted in the order given: ids ascend with it, and commit in order
+            cur = self._conn.execute(_append_many_sql(len(chunk)), params)
+            ids = {(job_id, dedupe): event_id for event_id, job_id, dedupe in cur}
+            for job_id, type_, source, now, data, dedupe in chunk:
+                event_id = ids.get((job_id, dedupe))
+                out.append(
+                    None if event_id is None else Event(event_id, job_id, type_, source, now, data)
+                )
+        return out
 
     async def exists(self, job_id: str, dedupe: str) -> bool:
         """Whether the job has an event under this dedupe key."""
