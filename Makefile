@@ -45,9 +45,12 @@ PG_FLOWS := tests/integration/test_callbacks.py \
 	tests/integration/test_delivery.py tests/integration/test_pacing.py \
 	tests/integration/test_handoff.py tests/integration/test_poll_schedule.py
 
+# Test files run on every core (pytest-xdist; a file's tests stay together on one worker).
+XDIST := -n auto --dist loadfile
+
 pytest: $(STAMP) test-packages
-	RELAY_REQUIRE_POSTGRES=1 $(BIN)/pytest
-	RELAY_REQUIRE_POSTGRES=1 RELAY_TEST_ENGINE=postgresql $(BIN)/pytest -q $(PG_FLOWS)
+	RELAY_REQUIRE_POSTGRES=1 $(BIN)/pytest $(XDIST)
+	RELAY_REQUIRE_POSTGRES=1 RELAY_TEST_ENGINE=postgresql $(BIN)/pytest -q $(XDIST) $(PG_FLOWS)
 
 test: lint typecheck pytest
 
