@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from service.sim.server import serve
 from service.sim.subscriber import Subscriber
 from tests.integration.helpers import ServeSubscriber
+from tests.s3server import S3Server
 
 
 @pytest.fixture
@@ -23,3 +24,14 @@ async def serve_subscriber() -> AsyncIterator[ServeSubscriber]:
             return subscriber, url
 
         yield start
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    """moto's S3 server on loopback, with auth on and one bucket, for a module's tests."""
+    server = S3Server()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

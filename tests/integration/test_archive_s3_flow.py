@@ -4,7 +4,6 @@ server on loopback (moto's, with auth on) before the job is announced, retried t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,16 +14,6 @@ from tests.conftest import IMAGE_JOB, Running, StartRelay
 from tests.integration.helpers import FAST
 from tests.integration.test_archive import event_types, succeeded
 from tests.s3server import BUCKET, S3Server
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def archiving(
