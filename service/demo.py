@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import tempfile
 import time
@@ -175,7 +176,8 @@ async def run(limit: float = 30.0) -> int:
             await slack.wait_for(len(jobs), timeout=max(1.0, limit - (time.monotonic() - started)))
             print("\nSlack channel received:")
             for message in slack.received:
-                print(f"  {message['text']}")
+                # as Slack shows it: the text sent escapes &, < and > as HTML entities
+                print(f"  {html.unescape(message['text'])}")
             bad = [n for n in subscriber.received if not n.verified]
             elapsed = time.monotonic() - started
             if bad:

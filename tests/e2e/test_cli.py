@@ -64,6 +64,9 @@ def test_demo_runs_one_job_per_model_to_success_in_under_30_seconds(tmp_path: Pa
         assert f"{model} status=succeeded" in out, out
     assert out.count("signature verified") == 5
     assert "5 jobs finished, 5 signed notifications verified" in out
+    # the Slack messages are shown as Slack shows them: entities decoded
+    slack = out.split("Slack channel received:", 1)[1]
+    assert "Expires=" in slack and "&Key-Pair-Id=" in slack and "&amp;" not in slack
 
 
 def test_help_lists_the_commands() -> None:
