@@ -367,3 +367,18 @@ async def test_a_subscription_is_edited_from_its_page_through_the_patch_checks(
     assert (sub["template"], sub["description"]) == ("{status_emoji} {data.model}", "edited")
     assert (sub["max_in_flight"], sub["rate_per_second"]) == (3, 2.5)
     assert sub["url"].endswith("sekrit-path")  # kept: the URL field was left empty
+
+
+async def test_get_ui_leads_to_the_jobs_page_or_to_sign_in(start_relay: StartRelay) -> None:
+    """SPEC: `GET /ui` is the dashboard (sign in with an API token)."""
+    running = await start_relay(RELAY_API_TOKENS=TOKEN)
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        for path in ("/ui", "/ui/"):
+            page = await client.get(path, follow_redirects=True)
+            assert page.status_code == 200, path
+            assert page.url.path == "/ui/signin", path
+        await signed_in(client)
+        for path in ("/ui", "/ui/"):
+            page = await client.get(path, follow_redirects=True)
+            assert page.status_code == 200, path
+            assert "<title>Jobs" in page.text, path
