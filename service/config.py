@@ -107,7 +107,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
         value = env.get(name, "").strip()
         return Secret(value) if value else None
 
-    def number(name: str, default: float, minimum: float = 0.0) -> float:
+    def number(name: str, default: float, minimum: float = 0.0, maximum: float = math.inf) -> float:
         raw = env.get(name, "").strip()
         if not raw:
             return default
@@ -120,6 +120,8 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
             return default
         if value < minimum:
             problems.append(f"{name} must be >= {minimum:g}, got {raw}")
+        elif value > maximum:
+            problems.append(f"{name} must be <= {maximum:g}, got {raw}")
         return value
 
     def flag(name: str) -> bool:
@@ -215,7 +217,8 @@ def load(environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
             or None
         ),
         archive_mode=archive_mode,
-        archive_url_ttl=int(number("RELAY_ARCHIVE_URL_TTL", d.archive_url_ttl, 1)),
+        # S3 refuses presigned URLs valid for more than 7 days
+        archive_url_ttl=int(number("RELAY_ARCHIVE_URL_TTL", d.archive_url_ttl, 1, 604800)),
         archive_retention_days=archive_retention,
         archive_retry_schedule=archive_schedule,
         archive_max_image_bytes=int(

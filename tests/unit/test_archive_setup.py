@@ -64,6 +64,7 @@ def test_archive_settings_are_read(tmp_path: Path) -> None:
         ({"RELAY_ARCHIVE": "s3://"}, "RELAY_ARCHIVE"),
         ({"RELAY_ARCHIVE_MODE": "sometimes"}, "RELAY_ARCHIVE_MODE"),
         ({"RELAY_ARCHIVE_URL_TTL": "0"}, "RELAY_ARCHIVE_URL_TTL"),
+        ({"RELAY_ARCHIVE_URL_TTL": "604801"}, "RELAY_ARCHIVE_URL_TTL"),
         ({"RELAY_ARCHIVE_RETENTION_DAYS": "0"}, "RELAY_ARCHIVE_RETENTION_DAYS"),
         ({"RELAY_ARCHIVE_RETENTION_DAYS": "soon"}, "RELAY_ARCHIVE_RETENTION_DAYS"),
         ({"RELAY_ARCHIVE_MAX_VIDEO_BYTES": "-5"}, "RELAY_ARCHIVE_MAX_VIDEO_BYTES"),
