@@ -68,6 +68,15 @@ async def _settled(client: httpx.AsyncClient) -> None:
         await asyncio.sleep(0.1)
 
 
+async def _reached(client: httpx.AsyncClient, job_ids: list[str], status: str) -> None:
+    """Wait until every job of `job_ids` is in `status`."""
+    deadline = time.monotonic() + 20
+    for job_id in job_ids:
+        while (await client.get(f"/v1/jobs/{job_id}")).json()["status"] != status:
+            assert time.monotonic() < deadline, job_id
+            await asyncio.sleep(0.05)
+
+
 def _counts(database: Path, job_id: str) -> tuple[int, int, int]:
     """(events, deliveries, attempts) of a job, read from the file."""
     with sqlite3.connect(database) as conn:
@@ -112,6 +121,8 @@ async def test_the_service_prunes_old_ended_jobs_and_keeps_everything_else(
                 await _ended(client, old + recent)
                 pixazo.process_seconds = 600  # these stay processing
                 running = await _submit(client, 1)
+                # its last event (and delivery) for the next 600 s: job.processing
+                await _reached(client, running, "processing")
                 await _settled(client)
                 before = {j: (await client.get(f"/v1/jobs/{j}")).json() for j in old}
                 cursor = (await client.get("/v1/events", params={"limit": 500})).json()
