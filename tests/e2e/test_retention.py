@@ -5,6 +5,7 @@ that a relay is writing, and a relay started on the copy serves its jobs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import stat
@@ -106,7 +107,11 @@ async def test_the_service_prunes_old_ended_jobs_and_keeps_everything_else(
 ) -> None:
     pixazo = PixazoSim(queue_seconds=0.01, process_seconds=0.05)
     subscriber = Subscriber()
-    async with serve(pixazo.app) as pixazo_url, serve(subscriber.app) as sub_url:
+    async with (
+        contextlib.aclosing(pixazo),
+        serve(pixazo.app) as pixazo_url,
+        serve(subscriber.app) as sub_url,
+    ):
         pixazo.base_url = pixazo_url
         env = {"PIXAZO_API_KEY": pixazo.api_key, "PIXAZO_BASE_URL": pixazo_url}
         async with service(tmp_path, **env) as svc:
@@ -171,12 +176,11 @@ async def test_the_service_prunes_old_ended_jobs_and_keeps_everything_else(
                     for e in (await client.get("/v1/events", params={"limit": 500})).json()["data"]
                 ]
                 assert ids == sorted(ids)
-        await pixazo.aclose()
 
 
 async def test_prune_by_hand_says_what_it_removed(tmp_path: Path) -> None:
     pixazo = PixazoSim(queue_seconds=0.01, process_seconds=0.05)
-    async with serve(pixazo.app) as pixazo_url:
+    async with contextlib.aclosing(pixazo), serve(pixazo.app) as pixazo_url:
         pixazo.base_url = pixazo_url
         env = {"PIXAZO_API_KEY": pixazo.api_key, "PIXAZO_BASE_URL": pixazo_url}
         async with service(tmp_path, **env) as svc:
@@ -193,7 +197,6 @@ async def test_prune_by_hand_says_what_it_removed(tmp_path: Path) -> None:
             assert f"deleted {events} events" in out and "rows of 2 jobs" in out, out
             assert [_counts(database, j)[0] for j in ids] == [0, 0, _counts(database, ids[2])[0]]
             assert _counts(database, ids[2])[0] > 0
-        await pixazo.aclose()
 
 
 @pytest.mark.parametrize("age", ["30", "thirty days", "0d", "-5d", "5y"])
@@ -239,7 +242,7 @@ async def test_backup_while_the_relay_writes_restores_into_a_working_relay(
     pixazo = PixazoSim(queue_seconds=0.01, process_seconds=0.05)
     target = tmp_path / "backup" / "relay-backup.db"
     target.parent.mkdir()
-    async with serve(pixazo.app) as pixazo_url:
+    async with contextlib.aclosing(pixazo), serve(pixazo.app) as pixazo_url:
         pixazo.base_url = pixazo_url
         env = {"PIXAZO_API_KEY": pixazo.api_key, "PIXAZO_BASE_URL": pixazo_url}
         async with service(tmp_path, **env) as svc:
@@ -280,7 +283,6 @@ async def test_backup_while_the_relay_writes_restores_into_a_working_relay(
                     assert answer.status_code == 200, answer.text
                 events = (await client.get(f"/v1/jobs/{before[0]}/events")).json()["data"]
                 assert events and events[0]["type"] == "job.created"
-        await pixazo.aclose()
 
 
 async def test_backup_of_postgresql_prints_pg_dump_without_the_password(tmp_path: Path) -> None:
