@@ -162,6 +162,23 @@ async def read_form(request: Request) -> dict[str, str]:
     return dict(pairs)
 
 
+# The most characters a JSON field of a form (metadata, a metadata filter) may hold
+MAX_JSON_FIELD = 4096
+
+
+def json_field(form: dict[str, str], name: str, label: str) -> Any | None:
+    """A form field holding JSON, parsed strictly as the API parses bodies; None when empty."""
+    raw = form.get(name, "").strip()
+    if not raw:
+        return None
+    if len(raw) > MAX_JSON_FIELD:
+        raise UiError(413, f"{label}: at most {MAX_JSON_FIELD} characters")
+    try:
+        return deps.parse_json(raw.encode())
+    except ApiError:
+        raise UiError(400, f"{label}: not JSON") from None
+
+
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
 

@@ -13,17 +13,15 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from service import catalog, notify
-from service.errors import ApiError
 from service.http import deps
 from service.http.subscriptions import EVENT_NAMES, MAX_DESCRIPTION, MAX_URL, check_fields
 from service.outbox import update_subscription
 from service.store.records import Subscription
 from service.ui import render
 from service.ui.paths import PREFIX
-from service.ui.session import UiError, checked
+from service.ui.session import UiError, checked, json_field
 
 MAX_ID = 128
-MAX_METADATA = 4096
 
 
 async def _found(request: Request) -> Subscription:
@@ -72,14 +70,9 @@ def _changes(sub: Subscription, form: dict[str, str]) -> dict[str, Any]:
     models = [k.removeprefix("model:") for k in form if k.startswith("model:")]
     if models:
         wanted["models"] = models
-    raw = form.get("metadata", "").strip()
-    if raw:
-        if len(raw) > MAX_METADATA:
-            raise UiError(413, f"metadata filter: at most {MAX_METADATA} characters")
-        try:
-            wanted["metadata"] = deps.parse_json(raw.encode())
-        except ApiError:
-            raise UiError(400, "metadata filter: not JSON") from None
+    metadata = json_field(form, "metadata", "metadata filter")
+    if metadata is not None:
+        wanted["metadata"] = metadata
     body["filter"] = wanted or None
     template = form.get("template", "").strip()
     if sub.kind != "webhook" or template:

@@ -16,9 +16,7 @@ from service.errors import ApiError, StorageUnavailable
 from service.http import deps
 from service.ui import render
 from service.ui.paths import PREFIX
-from service.ui.session import UiError, checked
-
-MAX_METADATA = 4096
+from service.ui.session import UiError, checked, json_field
 
 
 def _model(value: str | None) -> catalog.Model:
@@ -85,14 +83,9 @@ def _body(model: catalog.Model, form: dict[str, str]) -> dict[str, Any]:
     wanted = [k.removeprefix("wev:") for k in form if k.startswith("wev:")]
     if wanted:
         body["webhook_events_filter"] = wanted
-    raw = form.get("metadata", "").strip()
-    if raw:
-        if len(raw) > MAX_METADATA:
-            raise UiError(413, f"metadata: at most {MAX_METADATA} characters")
-        try:
-            body["metadata"] = deps.parse_json(raw.encode())
-        except ApiError:
-            raise UiError(400, "metadata: not a JSON object") from None
+    metadata = json_field(form, "metadata", "metadata")
+    if metadata is not None:
+        body["metadata"] = metadata
     return body
 
 

@@ -11,7 +11,6 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from service import catalog, notify, outbox
-from service.errors import ApiError
 from service.http import deps
 from service.http.subscriptions import EVENT_NAMES, MAX_DESCRIPTION, MAX_URL, check_fields
 from service.store import Tx
@@ -19,7 +18,7 @@ from service.store.records import Subscription
 from service.ui import preview as preview_html
 from service.ui import render
 from service.ui.paths import PREFIX
-from service.ui.session import UiError, checked
+from service.ui.session import UiError, checked, json_field
 
 PAGE = 100
 MAX_ID = 128
@@ -60,12 +59,9 @@ def _body(form: dict[str, str], events: list[str], models: list[str]) -> dict[st
     wanted: dict[str, Any] = {}
     if models:
         wanted["models"] = models
-    raw = form.get("metadata", "").strip()
-    if raw:
-        try:
-            wanted["metadata"] = deps.parse_json(raw.encode())
-        except ApiError:
-            raise UiError(400, "metadata filter: not JSON") from None
+    metadata = json_field(form, "metadata", "metadata filter")
+    if metadata is not None:
+        wanted["metadata"] = metadata
     if wanted:
         body["filter"] = wanted
     for name in ("description", "template"):
