@@ -322,6 +322,11 @@ async def _keep_callback(
 Recorded = tuple[CallbackOutcome, Job | Head | None]
 
 
+def _received(raw: str, heard: CallbackReport) -> dict[str, Any]:
+    """The raw callback as its event keeps it."""
+    return {"body": raw[:65536], "status": heard.raw_status, "request_id": heard.request_id}
+
+
 def _fast(heard: CallbackReport) -> bool:
     """Whether a callback may move its job forward in one statement (see record_callback)."""
     status, request_id = heard.status, heard.request_id
@@ -380,7 +385,7 @@ async def record_callbacks(txs: Sequence[Tx], items: Sequence[Any]) -> list[Reco
             out.append(None)
             continue
         status, raw_status = c.heard.status, c.heard.raw_status
-        received = {"body": c.raw[:65536], "status": raw_status, "request_id": c.heard.request_id}
+        received = _received(c.raw, c.heard)
         report = Report(status, str(raw_status), progress=c.heard.progress)
         data = _data(job, report, {"callback": received})
         rows.append((job.id, "job." + str(status), "callback", c.now, data, str(status)))
@@ -406,7 +411,7 @@ async def record_callback(
 
     `tried`: its one-statement fast path was tried already in this transaction."""
     status, raw_status, request_id = heard.status, heard.raw_status, heard.request_id
-    received = {"body": raw[:65536], "status": raw_status, "request_id": request_id}
+    received = _received(raw, heard)
     if status is not None and not tried and _fast(heard):
         # The common case in one statement (the job at an earlier state, its provider id
         # known and the one named): one event, the job's new state, the raw callback inside.
