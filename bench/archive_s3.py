@@ -66,31 +66,24 @@ async def _put_aioboto3(endpoint: str, bucket: str, key: str, size: int) -> int:
         parts: list[dict[str, Any]] = []
         buffer = bytearray()
         sent = 0
+
+        async def send_part() -> None:
+            n = len(parts) + 1
+            body = bytes(buffer)
+            got = await s3.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=n, Body=body
+            )
+            parts.append({"PartNumber": n, "ETag": got["ETag"]})
+            buffer.clear()
+
         try:
             async for chunk in _chunks(size):
                 buffer += chunk
                 sent += len(chunk)
                 if len(buffer) >= PART:
-                    n = len(parts) + 1
-                    got = await s3.upload_part(
-                        Bucket=bucket,
-                        Key=key,
-                        UploadId=upload["UploadId"],
-                        PartNumber=n,
-                        Body=bytes(buffer),
-                    )
-                    parts.append({"PartNumber": n, "ETag": got["ETag"]})
-                    buffer.clear()
+                    await send_part()
             if buffer:
-                n = len(parts) + 1
-                got = await s3.upload_part(
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload["UploadId"],
-                    PartNumber=n,
-                    Body=bytes(buffer),
-                )
-                parts.append({"PartNumber": n, "ETag": got["ETag"]})
+                await send_part()
             await s3.complete_multipart_upload(
                 Bucket=bucket,
                 Key=key,
